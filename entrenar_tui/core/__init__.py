@@ -1,0 +1,1 @@
+"""All of entrenar's behaviour. No textual, no rich, no printing; torch only inside functions."""
