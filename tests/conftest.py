@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny real transformers models of every architecture entrenar detects.
+
+Models are built from configs (random weights, fixed seed) and saved once per session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Small but not degenerate: several layers, GQA where the family has it, untied heads where usual.
+TINY_CONFIGS: dict[str, dict] = {
+    "llama": dict(model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=128, tie_word_embeddings=False),
+    "mistral": dict(model_type="mistral", vocab_size=256, hidden_size=64, intermediate_size=160,
+                    num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                    max_position_embeddings=128),
+    "qwen2": dict(model_type="qwen2", vocab_size=256, hidden_size=64, intermediate_size=96,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=128, tie_word_embeddings=True),
+    "gpt2": dict(model_type="gpt2", vocab_size=256, n_embd=64, n_layer=3, n_head=4, n_positions=128),
+    "gpt_neox": dict(model_type="gpt_neox", vocab_size=256, hidden_size=64, intermediate_size=256,
+                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128),
+    "bert": dict(model_type="bert", vocab_size=256, hidden_size=64, intermediate_size=128,
+                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128),
+    "roberta": dict(model_type="roberta", vocab_size=256, hidden_size=64, intermediate_size=128,
+                    num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=130),
+    "t5": dict(model_type="t5", vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2,
+               num_decoder_layers=2, num_heads=4),
+}  # fmt: skip
+
+# The class a user of each family would load (causal LM, masked LM, seq2seq).
+MODEL_CLASSES = {
+    "llama": "AutoModelForCausalLM", "mistral": "AutoModelForCausalLM", "qwen2": "AutoModelForCausalLM",
+    "gpt2": "AutoModelForCausalLM", "gpt_neox": "AutoModelForCausalLM", "bert": "AutoModelForMaskedLM",
+    "roberta": "AutoModelForMaskedLM", "t5": "AutoModelForSeq2SeqLM",
+}  # fmt: skip
+
+ARCHES = list(TINY_CONFIGS)
+
+
+def build_tiny_model(arch: str, seed: int = 0):
+    import torch
+    import transformers
+
+    params = dict(TINY_CONFIGS[arch])
+    model_type = params.pop("model_type")
+    config = transformers.AutoConfig.for_model(model_type, **params)
+    torch.manual_seed(seed)
+    cls = getattr(transformers, MODEL_CLASSES[arch])
+    model = cls.from_config(config)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: tiny_model_dir("llama") -> folder with config.json and model.safetensors."""
+    cache: dict[str, Path] = {}
+
+    def make(arch: str) -> Path:
+        if arch not in cache:
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}")
+            build_tiny_model(arch).save_pretrained(folder, safe_serialization=True)
+            cache[arch] = folder
+        return cache[arch]
+
+    return make
