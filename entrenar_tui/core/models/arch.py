@@ -6,7 +6,7 @@ an `ArchInfo`, so where the facts came from is decided once, here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 # model_type -> family shown to users
 FAMILIES = {
@@ -48,6 +48,7 @@ class ArchInfo:
     gated_mlp: bool | None = None  # SwiGLU-style gate/up/down
     decoder_layers: int | None = None  # encoder-decoder models (T5)
     source: str = "config"  # "config", "tensors" or "gguf"
+    inferred: list[str] = field(default_factory=list)  # fields guessed by a heuristic, not read
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +73,11 @@ def from_config(config: dict) -> ArchInfo:
     heads, hidden = values["heads"], values["hidden_size"]
     if values["kv_heads"] is None:
         values["kv_heads"] = heads
-    if values["intermediate_size"] is None and hidden is not None and model_type in {"gpt2", "gpt_neox"}:
+    if (
+        values["intermediate_size"] is None
+        and hidden is not None
+        and model_type in {"gpt2", "gpt_neox"}
+    ):
         values["intermediate_size"] = 4 * hidden
     head_dim = config.get("head_dim") or config.get("d_kv")
     if head_dim is None and heads and hidden:
@@ -80,7 +85,9 @@ def from_config(config: dict) -> ArchInfo:
     tied = config.get("tie_word_embeddings")
     if tied is None:
         tied = _tied_default(model_type)
-    gated = model_type in {"llama", "mistral", "qwen2"} or str(config.get("feed_forward_proj", "")).startswith("gated")
+    gated = model_type in {"llama", "mistral", "qwen2"} or str(
+        config.get("feed_forward_proj", "")
+    ).startswith("gated")
     return ArchInfo(
         model_type=model_type,
         family=FAMILIES.get(model_type, model_type),

@@ -13,7 +13,12 @@ from .arch import FAMILIES, ArchInfo
 from .tensors import TensorInfo
 
 # Metadata too large to be worth returning to users (tokenizer tables).
-_BULKY = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.scores")
+_BULKY = (
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.scores",
+)
 
 
 @dataclass
@@ -31,7 +36,10 @@ def _open_cached(path: Path, mtime: float) -> GGUFFile:
     try:
         reader = gguf.GGUFReader(path, "r")
     except (ValueError, OSError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{path}: not a readable GGUF file ({exc})", "the file is corrupt or truncated; download it again") from exc
+        raise CorruptFileError(
+            f"{path}: not a readable GGUF file ({exc})",
+            "the file is corrupt or truncated; download it again",
+        ) from exc
     metadata = {}
     for key, fld in reader.fields.items():
         if key.startswith("GGUF."):
@@ -40,7 +48,9 @@ def _open_cached(path: Path, mtime: float) -> GGUFFile:
     tensors = [
         TensorInfo(
             name=t.name,
-            shape=tuple(int(d) for d in reversed(t.shape.tolist())),  # GGUF stores ne[] fastest-first
+            shape=tuple(
+                int(d) for d in reversed(t.shape.tolist())
+            ),  # GGUF stores ne[] fastest-first
             dtype=t.tensor_type.name,
             nbytes=int(t.n_bytes),
             file=path,

@@ -63,7 +63,9 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{path}: not valid JSON ({exc})", "fix or re-download the file") from exc
+        raise CorruptFileError(
+            f"{path}: not valid JSON ({exc})", "fix or re-download the file"
+        ) from exc
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -72,7 +74,14 @@ def _has_tokenizer(folder: Path) -> bool:
 
 def _file_source(ref: str, path: Path) -> ModelSource:
     suffix = path.suffix.lower()
-    kinds = {".safetensors": "safetensors", ".gguf": "gguf", ".pth": "pth", ".pt": "pth", ".bin": "pth", ".apr": "apr"}
+    kinds = {
+        ".safetensors": "safetensors",
+        ".gguf": "gguf",
+        ".pth": "pth",
+        ".pt": "pth",
+        ".bin": "pth",
+        ".apr": "apr",
+    }
     if suffix == ".json" and path.name != "model.safetensors.index.json":
         # a bare config.json: architecture facts without weights (planning a 7B you do not have)
         return ModelSource(ref, "config", path, [], config=_read_json(path))
@@ -93,20 +102,32 @@ def _sharded(folder: Path, index_path: Path) -> tuple[list[Path], dict]:
     index = _read_json(index_path)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict):
-        raise CorruptFileError(f"{index_path}: no weight_map", "the index is malformed; re-download it")
+        raise CorruptFileError(
+            f"{index_path}: no weight_map", "the index is malformed; re-download it"
+        )
     files = [folder / f for f in dict.fromkeys(weight_map.values())]
     return files, index
 
 
 def _folder_weights(folder: Path) -> tuple[str, list[Path], dict | None]:
     if (folder / "adapter_config.json").exists():
-        files = [p for p in (folder / "adapter_model.safetensors", folder / "adapter_model.bin") if p.exists()]
+        files = [
+            p
+            for p in (folder / "adapter_model.safetensors", folder / "adapter_model.bin")
+            if p.exists()
+        ]
         return "adapter", files[:1], None
     index_path = folder / "model.safetensors.index.json"
     if index_path.exists():
         files, index = _sharded(folder, index_path)
         return "safetensors", files, index
-    for kind, pattern in (("safetensors", "*.safetensors"), ("gguf", "*.gguf"), ("apr", "*.apr"), ("pth", "*.bin"), ("pth", "*.pth")):
+    for kind, pattern in (
+        ("safetensors", "*.safetensors"),
+        ("gguf", "*.gguf"),
+        ("apr", "*.apr"),
+        ("pth", "*.bin"),
+        ("pth", "*.pth"),
+    ):
         found = sorted(folder.glob(pattern))
         if found:
             return kind, found, None
@@ -133,7 +154,9 @@ def _hub_source(ref: str, revision: str | None) -> ModelSource:
 
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "vocab*", "merges.txt"]
     try:
-        folder = snapshot_download(ref, revision=revision, allow_patterns=patterns, local_files_only=True)
+        folder = snapshot_download(
+            ref, revision=revision, allow_patterns=patterns, local_files_only=True
+        )
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         try:
             folder = snapshot_download(ref, revision=revision, allow_patterns=patterns)

@@ -1,0 +1,1 @@
+"""Typer front end: parse arguments, call one core function, render its result."""

@@ -1,0 +1,263 @@
+"""`entrenar inspect`: info, layers, memory, compare, validate, convert."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from . import render
+from .common import DebugOpt, JsonOpt, run
+
+app = typer.Typer(help="Inspect, check, compare and convert models.", no_args_is_help=True)
+
+ModelArg = Annotated[
+    str, typer.Argument(help="Path, hub id (org/name) or packaged name (smollm2-135m, minilm-l6).")
+]
+
+
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"
+    sgd = "sgd"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Target(str, Enum):
+    gguf = "gguf"
+    safetensors = "safetensors"
+    pth = "pth"
+    apr = "apr"
+
+
+@app.command()
+def info(model: ModelArg, json_out: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Architecture, exact parameter count, sizes and precision, from headers only."""
+    from ..core.inspect.info import model_info
+
+    run(lambda: model_info(model), json_out=json_out, debug=debug, show=show_info)
+
+
+def show_info(r) -> None:
+    dtypes = ", ".join(f"{k} ({render.human_count(v)})" for k, v in r.dtypes.items())
+    heads = f"{r.heads} (kv {r.kv_heads})" if r.heads else None
+    rows = [
+        ("architecture", f"{r.architecture} ({r.model_type}, from {r.arch_source})"),
+        ("format", r.kind),
+        ("parameters", f"{r.parameters:,} ({render.human_count(r.parameters)})"),
+        ("layers", r.layers),
+        ("hidden size", r.hidden_size),
+        ("attention heads", heads),
+        ("intermediate size", r.intermediate_size),
+        ("vocab size", r.vocab_size),
+        ("max positions", r.max_positions),
+        ("tied embeddings", r.tied_embeddings),
+        ("precision", dtypes),
+        ("tensors", r.tensor_count),
+        ("files", f"{r.file_count} ({render.human_bytes(r.file_size_bytes)})"),
+        ("tokenizer", "yes" if r.has_tokenizer else "no"),
+    ]
+    render.show(render.kv_table(f"{r.ref}", rows))
+
+
+@app.command()
+def layers(
+    model: ModelArg,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every tensor, not blocks.")
+    ] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Tensors grouped by block: shape, dtype, parameters, bytes."""
+    from ..core.inspect.info import model_layers
+
+    run(lambda: model_layers(model, verbose), json_out=json_out, debug=debug, show=show_layers)
+
+
+def show_layers(r) -> None:
+    if r.verbose:
+        rows = [
+            [
+                t["name"],
+                "x".join(map(str, t["shape"])),
+                t["dtype"],
+                f"{t['parameters']:,}",
+                render.human_bytes(t["bytes"]),
+            ]
+            for t in r.tensors
+        ]
+        cols = ["tensor", "shape", "dtype", "params", "bytes"]
+    else:
+        rows = [
+            [
+                g.name,
+                g.tensors,
+                ",".join(g.dtypes),
+                f"{g.parameters:,}",
+                render.human_bytes(g.bytes),
+            ]
+            for g in r.groups
+        ]
+        cols = ["block", "tensors", "dtype", "params", "bytes"]
+    render.show(render.table(r.ref, cols, rows, right={3, 4} if not r.verbose else {3, 4}))
+    render.out.print(f"total: {r.parameters:,} parameters, {render.human_bytes(r.bytes)}")
+
+
+@app.command()
+def memory(
+    model: ModelArg,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 1,
+    sequence_length: Annotated[int, typer.Option("--sequence-length", "-s", min=1)] = 512,
+    optimizer: Annotated[Optimizer, typer.Option()] = Optimizer.adamw,
+    precision: Annotated[Precision, typer.Option()] = Precision.bf16,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    lora_rank: Annotated[int | None, typer.Option("--lora-rank", min=1)] = None,
+    device: Annotated[str, typer.Option(help="cuda or cpu: which overheads to count.")] = "cuda",
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Training-memory breakdown for a batch size and sequence length."""
+    from ..core.memory import estimate_for_model
+
+    def call():
+        return estimate_for_model(
+            model,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            optimizer=optimizer.value,
+            precision=precision.value,
+            gradient_checkpointing=gradient_checkpointing,
+            lora_rank=lora_rank,
+            device=device,
+        )
+
+    run(call, json_out=json_out, debug=debug, show=show_memory)
+
+
+def show_memory(r) -> None:
+    total = r.total_bytes or 1
+    rows = [[k, render.human_bytes(v), f"{100 * v / total:.1f}%"] for k, v in r.breakdown.items()]
+    rows.append(["total", render.human_bytes(r.total_bytes), "100%"])
+    render.show(
+        render.table("training memory estimate", ["term", "bytes", "share"], rows, right={1, 2})
+    )
+    for note in getattr(r, "notes", []) or []:
+        render.out.print(f"note: {note}")
+
+
+@app.command()
+def compare(
+    model_a: ModelArg,
+    model_b: ModelArg,
+    values: Annotated[
+        bool, typer.Option("--values", help="Also compare values (streamed).")
+    ] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Tensors added, removed, reshaped or retyped; with --values, how far values moved."""
+    from ..core.inspect.compare import compare_models
+
+    run(
+        lambda: compare_models(model_a, model_b, values),
+        json_out=json_out,
+        debug=debug,
+        show=show_compare,
+    )
+
+
+def show_compare(r) -> None:
+    rows = [
+        ("A", f"{r.a} ({r.parameters_a:,} params)"),
+        ("B", f"{r.b} ({r.parameters_b:,} params)"),
+        ("common tensors", r.common),
+        ("only in B (added)", len(r.added)),
+        ("only in A (removed)", len(r.removed)),
+        ("shape changed", len(r.shape_changed)),
+        ("dtype changed", len(r.dtype_changed)),
+    ]
+    if r.values is not None:
+        rows.append(("max |A-B|", f"{r.max_abs_diff:.3g}" if r.values else "-"))
+    render.show(render.kv_table("compare", rows))
+    for label, names in (("added", r.added), ("removed", r.removed)):
+        for name in names[:20]:
+            render.out.print(f"{label}: {name}")
+        if len(names) > 20:
+            render.out.print(f"{label}: ... and {len(names) - 20} more")
+    for c in r.shape_changed + r.dtype_changed:
+        render.out.print(f"changed: {c['name']} {c['a']} -> {c['b']}")
+    if r.values:
+        worst = sorted(r.values, key=lambda v: -v.relative_l2)[:20]
+        rows = [[v.name, f"{v.max_abs_diff:.3g}", f"{v.relative_l2:.3g}"] for v in worst]
+        render.show(
+            render.table(
+                "largest differences", ["tensor", "max |A-B|", "rel L2"], rows, right={1, 2}
+            )
+        )
+
+
+@app.command()
+def validate(
+    model: ModelArg,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check structure and values (NaN/Inf, zeros, shapes vs config); exit 3 on problems."""
+    from ..core.inspect.validate import validate_model
+
+    report = run(
+        lambda: validate_model(model, strict), json_out=json_out, debug=debug, show=show_validate
+    )
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+def show_validate(r) -> None:
+    for p in r.problems:
+        where = f" [{p.tensor}]" if p.tensor else ""
+        hint = f" (hint: {p.hint})" if p.hint else ""
+        render.out.print(f"{p.severity}: {p.code}{where}: {p.message}{hint}")
+    summary = r.to_dict()
+    errors = sum(p.severity == "error" for p in r.problems)
+    warnings = len(r.problems) - errors
+    verdict = "ok" if r.ok else "FAILED"
+    render.out.print(
+        f"{verdict}: {summary.get('tensors_checked', '?')} tensors checked, {errors} errors, {warnings} warnings"
+    )
+
+
+@app.command()
+def convert(
+    model: ModelArg,
+    to: Annotated[Target, typer.Option("--to", help="Output format.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file or folder.")],
+    quantize: Annotated[
+        str | None,
+        typer.Option("--quantize", "-q", help="f32|f16|bf16 (any format); q8_0|q4_0 (gguf)."),
+    ] = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert between SafeTensors, GGUF, PyTorch and APR; verifies the output."""
+    from ..core.convert import convert_model
+
+    run(
+        lambda: convert_model(model, to.value, output, quantize),
+        json_out=json_out,
+        debug=debug,
+        show=show_convert,
+    )
+
+
+def show_convert(r) -> None:
+    d = r.to_dict()
+    rows = [(k, v) for k, v in d.items() if not isinstance(v, (dict, list))]
+    render.show(render.kv_table("converted", rows))

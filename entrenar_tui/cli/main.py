@@ -1,0 +1,78 @@
+"""The `entrenar` command and its console-script aliases (`entrenar-inspect` == `entrenar inspect`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import inspect as inspect_cli
+from .planned import _EXTRA, planned_app, planned_command
+
+app = typer.Typer(
+    name="entrenar",
+    help="Distillation, LoRA planning, model inspection and conversion for transformer models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"entrenar {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """entrenar: compress and adapt transformer models."""
+
+
+app.add_typer(inspect_cli.app, name="inspect")
+distill_app = planned_app("distill")
+lora_app = planned_app("lora")
+bench_app = planned_app("bench")
+app.add_typer(distill_app, name="distill")
+app.add_typer(lora_app, name="lora")
+app.add_typer(bench_app, name="bench")
+app.command("shell", context_settings=_EXTRA, help="Interactive shell (not built yet).")(
+    planned_command("shell")
+)
+app.command("tui", context_settings=_EXTRA, help="Full-screen app (not built yet).")(
+    planned_command("tui")
+)
+
+
+def main() -> None:
+    app()
+
+
+def inspect_main() -> None:
+    inspect_cli.app(prog_name="entrenar-inspect")
+
+
+def distill_main() -> None:
+    distill_app(prog_name="entrenar-distill")
+
+
+def lora_main() -> None:
+    lora_app(prog_name="entrenar-lora")
+
+
+def bench_main() -> None:
+    bench_app(prog_name="entrenar-bench")
+
+
+def shell_main() -> None:
+    shell_app = typer.Typer(add_completion=False)
+    shell_app.command(context_settings=_EXTRA)(planned_command("shell"))
+    shell_app(prog_name="entrenar-shell")

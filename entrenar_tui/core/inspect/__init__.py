@@ -1,0 +1,1 @@
+"""`entrenar inspect`: facts about a model read from its headers, checks, comparison."""

@@ -1,0 +1,45 @@
+"""The installed console scripts, as real processes (a few only: each costs a Python start)."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+
+def run(*args):
+    exe = shutil.which(args[0])
+    if exe is None:
+        pytest.skip(f"{args[0]} not on PATH (package not installed)")
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=120)
+
+
+def test_alias_equals_subcommand():
+    a = run("entrenar", "inspect", "info", "minilm-l6", "--json")
+    b = run("entrenar-inspect", "info", "minilm-l6", "--json")
+    assert a.returncode == b.returncode == 0
+    da, db = json.loads(a.stdout), json.loads(b.stdout)
+    da.pop("seconds"), db.pop("seconds")
+    assert da == db
+
+
+def test_error_goes_to_stderr_with_exit_2():
+    out = run("entrenar", "inspect", "info", "/nonexistent/model.safetensors")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.splitlines()[0].startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "script", ["entrenar-distill", "entrenar-lora", "entrenar-bench", "entrenar-shell"]
+)
+def test_unbuilt_aliases_exit_2(script):
+    args = (
+        [script]
+        if script == "entrenar-shell"
+        else [script, "run" if "distill" in script else "plan"]
+    )
+    if script == "entrenar-bench":
+        args = [script, "report"]
+    out = run(*args)
+    assert out.returncode == 2 and "not built yet" in out.stderr
