@@ -107,7 +107,7 @@ def show_layers(r) -> None:
         ]
         cols = ["block", "tensors", "dtype", "params", "bytes"]
     render.show(render.table(r.ref, cols, rows, right={3, 4} if not r.verbose else {3, 4}))
-    render.out.print(f"total: {r.parameters:,} parameters, {render.human_bytes(r.bytes)}")
+    render.line(f"total: {r.parameters:,} parameters, {render.human_bytes(r.bytes)}")
 
 
 @app.command()
@@ -149,7 +149,7 @@ def show_memory(r) -> None:
         render.table("training memory estimate", ["term", "bytes", "share"], rows, right={1, 2})
     )
     for note in getattr(r, "notes", []) or []:
-        render.out.print(f"note: {note}")
+        render.line(f"note: {note}")
 
 
 @app.command()
@@ -188,11 +188,11 @@ def show_compare(r) -> None:
     render.show(render.kv_table("compare", rows))
     for label, names in (("added", r.added), ("removed", r.removed)):
         for name in names[:20]:
-            render.out.print(f"{label}: {name}")
+            render.line(f"{label}: {name}")
         if len(names) > 20:
-            render.out.print(f"{label}: ... and {len(names) - 20} more")
+            render.line(f"{label}: ... and {len(names) - 20} more")
     for c in r.shape_changed + r.dtype_changed:
-        render.out.print(f"changed: {c['name']} {c['a']} -> {c['b']}")
+        render.line(f"changed: {c['name']} {c['a']} -> {c['b']}")
     if r.values:
         worst = sorted(r.values, key=lambda v: -v.relative_l2)[:20]
         rows = [[v.name, f"{v.max_abs_diff:.3g}", f"{v.relative_l2:.3g}"] for v in worst]
@@ -224,12 +224,12 @@ def show_validate(r) -> None:
     for p in r.problems:
         where = f" [{p.tensor}]" if p.tensor else ""
         hint = f" (hint: {p.hint})" if p.hint else ""
-        render.out.print(f"{p.severity}: {p.code}{where}: {p.message}{hint}")
+        render.line(f"{p.severity}: {p.code}{where}: {p.message}{hint}")
     summary = r.to_dict()
     errors = sum(p.severity == "error" for p in r.problems)
     warnings = len(r.problems) - errors
     verdict = "ok" if r.ok else "FAILED"
-    render.out.print(
+    render.line(
         f"{verdict}: {summary.get('tensors_checked', '?')} tensors checked, {errors} errors, {warnings} warnings"
     )
 

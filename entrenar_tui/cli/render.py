@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+@cache
+def console():
+    """rich is imported on first use: `--json` output never pays for it."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True, highlight=False)
+
+
+def line(text: str) -> None:
+    console().print(text, markup=False)
 
 
 def _clean(obj: Any) -> Any:
@@ -62,6 +72,8 @@ def human_count(n: int | None) -> str:
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
@@ -84,4 +96,4 @@ def table(
 
 def show(*renderables: Any) -> None:
     for r in renderables:
-        out.print(r)
+        console().print(r)

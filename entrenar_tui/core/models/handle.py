@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptFileError, UnsupportedError
 from . import arch as arch_mod
@@ -18,34 +17,18 @@ from .resolve import ModelSource, resolve
 from .safetensors_format import read_header
 from .tensors import TensorInfo
 
-
-def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    """bfloat16 is the top half of a float32; numpy has no bf16, so widen the bits."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
+if TYPE_CHECKING:
+    import numpy as np
 
 
-_NUMPY = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
-    "U8": np.uint8, "BOOL": np.bool_,
-}  # fmt: skip
+def __getattr__(name: str):
+    """Tensor-data helpers live in tensor_data (it imports numpy); re-exported lazily so that
+    listing headers (`inspect info`) never pays numpy's import time."""
+    if name in ("bf16_to_f32", "read_safetensors_tensor"):
+        from . import tensor_data
 
-
-def read_safetensors_tensor(info: TensorInfo, as_float32: bool = True) -> np.ndarray:
-    """Memory-map one tensor's bytes; widen floats to float32 when asked."""
-    if info.numel == 0:
-        return np.zeros(info.shape, dtype=np.float32)
-    if info.dtype == "BF16":
-        raw = np.memmap(info.file, dtype=np.uint16, mode="r", offset=info.offset, shape=info.shape)
-        return bf16_to_f32(np.asarray(raw)) if as_float32 else raw
-    if info.dtype.startswith("F8"):
-        import torch
-
-        raw = np.fromfile(info.file, dtype=np.uint8, count=info.nbytes, offset=info.offset)
-        tdt = torch.float8_e4m3fn if info.dtype == "F8_E4M3" else torch.float8_e5m2
-        return torch.from_numpy(raw).view(tdt).float().reshape(info.shape).numpy()
-    arr = np.memmap(info.file, dtype=_NUMPY[info.dtype], mode="r", offset=info.offset, shape=info.shape)
-    return arr.astype(np.float32) if as_float32 and info.dtype in {"F16", "F64"} else arr
+        return getattr(tensor_data, name)
+    raise AttributeError(name)
 
 
 class Model:
@@ -73,7 +56,9 @@ class Model:
         import torch
 
         try:
-            state = torch.load(self.source.weight_files[0], map_location="cpu", weights_only=True, mmap=True)
+            state = torch.load(
+                self.source.weight_files[0], map_location="cpu", weights_only=True, mmap=True
+            )
         except Exception as exc:  # torch raises many types for bad pickles
             raise CorruptFileError(
                 f"{self.source.weight_files[0]}: not a loadable PyTorch state dict ({type(exc).__name__})",
@@ -81,7 +66,9 @@ class Model:
             ) from exc
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         if not isinstance(state, dict):
-            raise CorruptFileError(f"{self.source.weight_files[0]}: not a state dict", "save a dict of tensors")
+            raise CorruptFileError(
+                f"{self.source.weight_files[0]}: not a state dict", "save a dict of tensors"
+            )
         return {k: v for k, v in state.items() if hasattr(v, "shape")}
 
     @cached_property
@@ -93,17 +80,23 @@ class Model:
     @cached_property
     def tensors(self) -> list[TensorInfo]:
         kind = self.source.kind
-        if kind in ("safetensors", "adapter") and all(p.suffix == ".safetensors" for p in self.source.weight_files):
+        if kind in ("safetensors", "adapter") and all(
+            p.suffix == ".safetensors" for p in self.source.weight_files
+        ):
             return [t for f in self.source.weight_files for t in read_header(f).tensors]
         if kind == "gguf":
             return self._gguf.tensors
         if kind in ("pth", "adapter"):
-            return [_pth_info(name, t, self.source.weight_files[0]) for name, t in self._pth.items()]
+            return [
+                _pth_info(name, t, self.source.weight_files[0]) for name, t in self._pth.items()
+            ]
         if kind == "apr":
             return self._apr.tensors
         if kind == "config":
             return []
-        raise UnsupportedError(f"cannot list tensors of a {kind} model", "convert it to safetensors first")
+        raise UnsupportedError(
+            f"cannot list tensors of a {kind} model", "convert it to safetensors first"
+        )
 
     @cached_property
     def metadata(self) -> dict:
@@ -159,6 +152,8 @@ class Model:
             return t.float().numpy() if t.is_floating_point() else t.numpy()
         if self.kind == "apr":
             return self._apr.read(info.name)
+        from .tensor_data import read_safetensors_tensor
+
         return read_safetensors_tensor(info)
 
     def iter_arrays(self):
@@ -166,14 +161,15 @@ class Model:
             yield info, self.read(info)
 
 
-_BUFFER_SUFFIXES = ("position_ids", "token_type_ids", "inv_freq", "attn.bias", "attn.masked_bias")
+# Matched as whole dotted parts: GPT-2's parameter `attn.c_attn.bias` is not `attn.bias`.
+_BUFFER_SUFFIXES = ("position_ids", "token_type_ids", "inv_freq", "attn.bias", "masked_bias")
 
 
 def is_buffer(t: TensorInfo) -> bool:
     """Non-parameter tensors that checkpoints carry: integer ids, rotary caches, causal masks."""
     if t.dtype in {"I64", "I32", "I16", "I8", "U8", "BOOL"} and not t.dtype.startswith("Q"):
         return True
-    return t.name.endswith(_BUFFER_SUFFIXES)
+    return any(t.name == s or t.name.endswith("." + s) for s in _BUFFER_SUFFIXES)
 
 
 def _pth_info(name: str, t, file: Path) -> TensorInfo:
