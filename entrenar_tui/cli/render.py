@@ -85,6 +85,8 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 def table(
     title: str, columns: list[str], rows: list[list[Any]], right: set[int] | None = None
 ) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left")
     right = right or set()
     for i, col in enumerate(columns):
