@@ -76,3 +76,7 @@ def shell_main() -> None:
     shell_app = typer.Typer(add_completion=False)
     shell_app.command(context_settings=_EXTRA)(planned_command("shell"))
     shell_app(prog_name="entrenar-shell")
+
+
+if __name__ == "__main__":
+    main()
