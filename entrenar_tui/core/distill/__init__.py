@@ -1,0 +1,1 @@
+"""Knowledge distillation: config, data, losses, trainer, run directory, export."""

@@ -1,0 +1,319 @@
+"""`distill.yaml`: the schema (pydantic, extra="forbid"), overrides, and every problem at once.
+
+Field names follow ARCHITECTURE.md so configs are portable between runs, sweeps and the TUI.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TeacherConfig(Strict):
+    model_id: str
+    revision: str | None = None
+    format: Literal["auto", "safetensors", "gguf"] = "auto"
+
+
+class LoraConfig(Strict):
+    enabled: bool = False
+    rank: int = Field(16, ge=1, le=4096)
+    alpha: float = Field(32.0, gt=0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+
+class InitFromTeacher(Strict):
+    layers: list[int] = Field(min_length=1)
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(i < 0 for i in v):
+            raise ValueError("layers must be distinct, non-negative teacher layer indices")
+        return v
+
+
+class StudentConfig(Strict):
+    model_id: str | None = None
+    init_from_teacher: InitFromTeacher | None = None
+    lora: LoraConfig = LoraConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentConfig:
+        if (self.model_id is None) == (self.init_from_teacher is None):
+            raise ValueError("give exactly one of student.model_id or student.init_from_teacher")
+        return self
+
+
+LayerPair = tuple[int, int]
+
+
+class ProgressiveConfig(Strict):
+    enabled: bool = False
+    layer_mapping: list[LayerPair] = []
+    weight: float = Field(0.3, ge=0)
+    loss: Literal["mse", "cosine"] = "mse"
+
+
+class AttentionConfig(Strict):
+    enabled: bool = False
+    layer_mapping: list[LayerPair] | None = None  # None: progressive's mapping
+    weight: float = Field(0.1, ge=0)
+    loss: Literal["kl", "mse"] = "kl"
+
+
+class TeacherCacheConfig(Strict):
+    enabled: bool = False
+    top_k: int = Field(64, ge=1)
+
+
+class DistillationConfig(Strict):
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    progressive: ProgressiveConfig = ProgressiveConfig()
+    attention: AttentionConfig = AttentionConfig()
+    teacher_cache: TeacherCacheConfig = TeacherCacheConfig()
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(3e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    gradient_accumulation: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+
+
+class DatasetConfig(Strict):
+    source: Literal["builtin", "text", "jsonl", "huggingface"] = "builtin"
+    path: str | None = None
+    name: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    max_length: int = Field(128, ge=8)
+    streaming: bool = False
+    max_documents: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> DatasetConfig:
+        if self.source in ("text", "jsonl") and not self.path:
+            raise ValueError(f"dataset.source {self.source!r} needs dataset.path")
+        if self.source == "huggingface" and not self.name:
+            raise ValueError("dataset.source 'huggingface' needs dataset.name (e.g. wikitext)")
+        return self
+
+
+class OutputConfig(Strict):
+    dir: str = "runs/distill"
+    checkpoint_every: int | None = Field(None, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    format: Literal["safetensors", "gguf", "pth", "apr"] = "safetensors"
+
+
+class DistillConfig(Strict):
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    teacher: TeacherConfig
+    student: StudentConfig
+    distillation: DistillationConfig = DistillationConfig()
+    training: TrainingConfig = TrainingConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _mappings(self) -> DistillConfig:
+        prog = self.distillation.progressive
+        if prog.enabled and not prog.layer_mapping:
+            raise ValueError(
+                "distillation.progressive.enabled needs a layer_mapping like [[0, 2], [1, 5]]"
+            )
+        return self
+
+    def attention_mapping(self) -> list[LayerPair]:
+        att = self.distillation.attention
+        return (
+            att.layer_mapping
+            if att.layer_mapping is not None
+            else self.distillation.progressive.layer_mapping
+        )
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+class Problem(BaseModel):
+    """One thing wrong with a config: where, what, and how to fix it."""
+
+    path: str
+    message: str
+    value: Any = None
+    hint: str = ""
+    severity: Literal["error", "warning"] = "error"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names valid at a location in the schema, for did-you-mean."""
+    model: Any = DistillConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [
+            a
+            for a in getattr(ann, "__args__", (ann,))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return list(model.model_fields)
+
+
+def _problem_from(err: dict) -> Problem:
+    loc = tuple(
+        p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tuple[")))
+    )
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        options = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), options, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(options)}"
+        return Problem(path=path, message="unknown key", value=err.get("input"), hint=hint)
+    if err["type"] == "missing":
+        return Problem(
+            path=path, message="required key is missing", hint=f"add {path}: ... to the config"
+        )
+    msg = err["msg"].removeprefix("Value error, ")
+    hint = _HINTS.get(err["type"], "")
+    return Problem(path=path, message=msg, value=err.get("input"), hint=hint or _hint_for(path))
+
+
+_HINTS = {
+    "literal_error": "use one of the listed values",
+    "greater_than": "use a positive value",
+    "int_parsing": "use a whole number",
+    "float_parsing": "use a number",
+}
+
+
+def _hint_for(path: str) -> str:
+    if path.endswith("alpha") and path.startswith("distillation"):
+        return "alpha weights KD against CE: 0 = CE only, 1 = KD only"
+    if path.endswith("temperature"):
+        return "typical temperatures are 1-4 (Hinton et al. use 2-20)"
+    if path.startswith("student"):
+        return "student: {model_id: ORG/NAME} or student: {init_from_teacher: {layers: [0, 2, 4]}}"
+    return "see `entrenar distill init` for a commented example"
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`--set training.learning_rate=1e-4`: values parse as YAML (numbers, lists, booleans)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"bad --set {item!r}", "use --set key.path=value, e.g. --set training.max_steps=100"
+            )
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise ConfigError(
+                    f"--set {key}: {part} is not a section", "set a leaf key, not inside a value"
+                )
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config {path} ({exc.strerror})",
+            "check the path; `entrenar distill init` writes a starter config",
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path} is not valid YAML{where}",
+            "check indentation and colons; YAML needs spaces, not tabs",
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping",
+            "start with keys like teacher:, student:, training:",
+        )
+    return data
+
+
+def parse_config(data: dict) -> tuple[DistillConfig | None, list[Problem]]:
+    """Validate a config dict; never raises for schema problems, returns them all."""
+    try:
+        return DistillConfig.model_validate(data), []
+    except ValidationError as exc:
+        return None, [_problem_from(e) for e in exc.errors()]
+
+
+def packaged_example(name: str) -> Path | None:
+    from importlib.resources import files
+
+    candidate = files("entrenar_tui") / "examples" / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def resolve_config_path(ref: str | Path) -> Path:
+    """A path, or the name of a packaged example (`--config demo`)."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    example = packaged_example(str(ref))
+    if example is not None and "/" not in str(ref):
+        return example
+    return path
+
+
+def load_config(ref: str | Path, overrides: list[str] | None = None) -> DistillConfig:
+    """Load, override and validate; raise ConfigError listing every problem."""
+    data = apply_overrides(load_yaml(resolve_config_path(ref)), overrides or [])
+    config, problems = parse_config(data)
+    if problems:
+        first = problems[0]
+        raise ConfigError(
+            f"{len(problems)} problem(s) in config; first: {first.path}: {first.message}",
+            first.hint or "run `entrenar distill validate --config F` to list them all",
+            problems=[p.model_dump() for p in problems],
+        )
+    return config

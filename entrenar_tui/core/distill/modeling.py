@@ -1,0 +1,160 @@
+"""Turning model references into transformers models: teacher, student, tokenizer.
+
+GGUF references (the packaged SmolLM2) are dequantised once into a Hugging Face folder in
+the user cache; transformers' GGUF path rebuilds the tokenizer from 49k tokens and merges on
+every load, which costs more than a short training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+
+from ..errors import InvalidInputError, UnsupportedError
+from ..models import Model
+
+CAUSAL_TYPES = {"llama", "mistral", "qwen2", "gpt2", "gpt_neox"}
+
+
+def cache_root() -> Path:
+    base = os.environ.get("ENTRENAR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "entrenar"
+    )
+    return Path(base)
+
+
+def hf_folder(ref: str) -> Path:
+    """A folder transformers can load with from_pretrained, for any supported reference."""
+    model = Model.open(ref)
+    src = model.source
+    if src.kind == "safetensors" and src.path.is_dir():
+        return src.path
+    if src.kind == "safetensors" and (src.path.parent / "config.json").exists():
+        return src.path.parent
+    if src.kind == "gguf":
+        stat = src.path.stat()
+        key = hashlib.sha256(
+            f"{src.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+        ).hexdigest()[:16]
+        target = cache_root() / "hf" / f"{src.path.stem}-{key}"
+        if not (target / "config.json").exists():
+            from ..convert import convert_model
+
+            convert_model(str(src.path), "safetensors", target)
+        return target
+    raise UnsupportedError(
+        f"{ref}: a {src.kind} model cannot be trained from directly",
+        "give a Hugging Face folder (config.json + model.safetensors), a hub id or a GGUF file",
+    )
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(
+            "device: cuda was requested but no CUDA device is available", "use device: auto or cpu"
+        )
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def load_tokenizer(ref: str):
+    from transformers import AutoTokenizer
+
+    folder = hf_folder(ref)
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(ref: str, device: str = "cpu", attn_implementation: str = "eager"):
+    """Load a causal LM in float32 on `device`. Eager attention so attention maps are available."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = hf_folder(ref)
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type not in CAUSAL_TYPES:
+        raise UnsupportedError(
+            f"{ref} is a {config.model_type} model; distillation needs a causal LM",
+            f"supported: {', '.join(sorted(CAUSAL_TYPES))}",
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, torch_dtype=torch.float32, attn_implementation=attn_implementation
+    )
+    return model.to(device)
+
+
+def _layer_list(model):
+    """The decoder block list of a causal LM (LLaMA-likes: model.layers; GPT-2: transformer.h)."""
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return path, obj
+    raise UnsupportedError(
+        f"cannot find the decoder layers of {type(model).__name__}",
+        "use a LLaMA, Mistral, Qwen2, GPT-2 or GPT-NeoX model",
+    )
+
+
+def student_from_teacher(teacher, layers: list[int]):
+    """A shallower copy of the teacher keeping the given blocks (as DistilBERT initialised its student)."""
+    import torch
+
+    path, blocks = _layer_list(teacher)
+    n = len(blocks)
+    bad = [i for i in layers if i >= n]
+    if bad:
+        raise InvalidInputError(
+            f"student.init_from_teacher.layers {bad} out of range: the teacher has {n} layers",
+            f"use indices 0..{n - 1}",
+        )
+    config = copy.deepcopy(teacher.config)
+    for attr in ("num_hidden_layers", "n_layer"):
+        if hasattr(config, attr):
+            setattr(config, attr, len(layers))
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in layers]
+    student = type(teacher)(config)
+    new_state = _select_layers(teacher.state_dict(), path + ".", layers)
+    missing, unexpected = student.load_state_dict(new_state, strict=False)
+    if unexpected or [m for m in missing if "rotary" not in m]:
+        raise UnsupportedError(
+            f"could not copy teacher layers into the student (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            "report this with the teacher's model id",
+        )
+    for i, block in enumerate(
+        _layer_list(student)[1]
+    ):  # keep per-layer indices consistent (KV cache)
+        attn = getattr(block, "self_attn", None)
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = i
+    if teacher.config.tie_word_embeddings:
+        student.tie_weights()
+    return student.to(next(teacher.parameters()).device, dtype=torch.float32)
+
+
+def _select_layers(state: dict, prefix: str, layers: list[int]) -> dict:
+    """Keep blocks `layers` of the state dict, renumbered 0..k-1; everything else as is."""
+    out = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            out[key] = value.clone()
+            continue
+        index, rest = key[len(prefix) :].split(".", 1)
+        if int(index) in layers:
+            out[f"{prefix}{layers.index(int(index))}.{rest}"] = value.clone()
+    return out
+
+
+def num_layers(model) -> int:
+    return len(_layer_list(model)[1])

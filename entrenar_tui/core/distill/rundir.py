@@ -1,0 +1,190 @@
+"""The run directory (ARCHITECTURE.md): provenance, status, metrics, events, checkpoints.
+
+Everything here is written atomically so a reader (the TUI, `tail -f`, a resumed run) never
+sees half a file, and a SIGKILL at any moment leaves a resumable directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from ..errors import InvalidInputError
+from ..fsutil import atomic_dir, write_json_atomic, write_text_atomic
+
+STATES = ("queued", "running", "finished", "failed", "stopped")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("entrenar-tui", "torch", "transformers", "peft", "safetensors", "gguf", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _hardware() -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    # -------------------------------------------------------------- provenance & config
+    def start(self, config_dump: dict, config_hash: str, command: list[str]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config_dump, sort_keys=False))
+        write_json_atomic(
+            self.path / "run.json",
+            {
+                "command": command,
+                "config_hash": config_hash,
+                "versions": _versions(),
+                "git_commit": _git_commit(),
+                "hardware": _hardware(),
+                "started_at": utc_now(),
+                "argv": sys.argv,
+            },
+        )
+
+    def read_config(self) -> dict:
+        path = self.path / "config.yaml"
+        if not path.exists():
+            raise InvalidInputError(
+                f"{self.path} is not a run directory (no config.yaml)",
+                "pass the folder that `distill run` created",
+            )
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    # -------------------------------------------------------------- status
+    def status(self) -> dict:
+        path = self.path / "status.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def write_status(
+        self,
+        state: str,
+        step: int,
+        total_steps: int,
+        error: dict | None = None,
+        started_at: str | None = None,
+    ) -> None:
+        assert state in STATES
+        previous = self.status()
+        write_json_atomic(
+            self.path / "status.json",
+            {
+                "state": state,
+                "pid": os.getpid(),
+                "step": step,
+                "total_steps": total_steps,
+                "started_at": started_at or previous.get("started_at") or utc_now(),
+                "updated_at": utc_now(),
+                "error": error,
+            },
+        )
+
+    # -------------------------------------------------------------- logs
+    def append_metrics(self, record: dict) -> None:
+        """One JSON line, appended with a single write so concurrent readers see whole lines."""
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def log(self, message: str) -> None:
+        with open(self.path / "events.log", "a", encoding="utf-8") as f:
+            f.write(f"{utc_now()} {message}\n")
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume, drop lines from steps after the checkpoint (they will be recomputed)."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+    # -------------------------------------------------------------- checkpoints
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}"
+
+    def latest_checkpoint(self) -> Path | None:
+        if not self.checkpoints.exists():
+            return None
+        done = sorted(
+            p
+            for p in self.checkpoints.iterdir()
+            if p.name.startswith("step-") and (p / "trainer.pt").exists()
+        )
+        return done[-1] if done else None
+
+    def save_checkpoint(self, step: int, write, expected_bytes: int, keep: int) -> Path:
+        """`write(folder)` fills a temp folder; it is renamed into place only when complete."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.checkpoints).free
+        if free < expected_bytes * 1.2 + (64 << 20):
+            raise InvalidInputError(
+                f"not enough disk space for a checkpoint: {free >> 20} MiB free, about {expected_bytes >> 20} MiB needed",
+                f"free space on {self.checkpoints} or lower output.keep_checkpoints",
+            )
+        target = self.checkpoint_dir(step)
+        started = time.perf_counter()
+        with atomic_dir(target) as tmp:
+            write(tmp)
+        self._prune(keep)
+        self.log(f"checkpoint step {step} written in {time.perf_counter() - started:.1f}s")
+        return target
+
+    def _prune(self, keep: int) -> None:
+        done = sorted(p for p in self.checkpoints.iterdir() if p.name.startswith("step-"))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
