@@ -73,3 +73,52 @@ def tiny_model_dir(tmp_path_factory):
         return cache[arch]
 
     return make
+
+
+def train_tiny_tokenizer(folder: Path, vocab_size: int = 384) -> Path:
+    """A real byte-level BPE tokenizer trained on a slice of the built-in corpus (a second)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from entrenar_tui.core.distill.data import builtin_corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(builtin_corpus(300), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+    )
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_pair(tmp_path_factory):
+    """(teacher_dir, student_dir): tiny LLaMA causal LMs sharing a trained tokenizer."""
+    import torch
+    import transformers
+
+    root = tmp_path_factory.mktemp("lm-pair")
+    tok_dir = train_tiny_tokenizer(root / "tok")
+    vocab = len(transformers.AutoTokenizer.from_pretrained(tok_dir))
+    out = []
+    for name, layers, hidden in (("teacher", 4, 64), ("student", 2, 32)):
+        cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+                                       eos_token_id=0, bos_token_id=0, pad_token_id=0)  # fmt: skip
+        torch.manual_seed(1)
+        model = transformers.LlamaForCausalLM(cfg)
+        folder = root / name
+        model.save_pretrained(folder)
+        transformers.AutoTokenizer.from_pretrained(tok_dir).save_pretrained(folder)
+        out.append(folder)
+    return tuple(out)

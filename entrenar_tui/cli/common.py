@@ -17,9 +17,17 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for une
 
 
 def run(
-    call: Callable[[], Any], *, json_out: bool, debug: bool, show: Callable[[Any], None]
+    call: Callable[[], Any],
+    *,
+    json_out: bool,
+    debug: bool,
+    show: Callable[[Any], None],
+    stream: bool = False,
 ) -> Any:
-    """Run a core call; render its result, or its error, the same way for every command."""
+    """Run a core call; render its result, or its error, the same way for every command.
+
+    `stream`: a long-running command that already printed JSON Lines events; its result is
+    not printed again as a document."""
     try:
         result = call()
     except EntrenarError as exc:
@@ -35,6 +43,8 @@ def run(
             traceback.print_exc(file=sys.stderr)
         render.error(f"{type(exc).__name__}: {exc}", bug_hint(), EXIT_BUG, json_out)
         raise typer.Exit(EXIT_BUG) from None
+    if json_out and stream:
+        return result
     if json_out:
         render.emit_json(result.to_dict() if hasattr(result, "to_dict") else result)
     else:

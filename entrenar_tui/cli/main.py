@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from . import distill as distill_cli
 from . import inspect as inspect_cli
 from .planned import _EXTRA, planned_app, planned_command
 
@@ -38,7 +39,7 @@ def root(
 
 
 app.add_typer(inspect_cli.app, name="inspect")
-distill_app = planned_app("distill")
+distill_app = distill_cli.app
 lora_app = planned_app("lora")
 bench_app = planned_app("bench")
 app.add_typer(distill_app, name="distill")

@@ -20,6 +20,11 @@ def console():
     return Console(soft_wrap=True, highlight=False)
 
 
+def err_line(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def line(text: str) -> None:
     console().print(text, markup=False)
 

@@ -103,6 +103,7 @@ class TrainingConfig(Strict):
     gradient_checkpointing: bool = False
     log_every: int = Field(10, ge=1)
     eval_every: int | None = Field(None, ge=1)
+    eval_max_blocks: int = Field(64, ge=1)  # held-out blocks scored at each evaluation
 
 
 class DatasetConfig(Strict):

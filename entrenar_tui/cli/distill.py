@@ -1,0 +1,163 @@
+"""`entrenar distill`: run, validate, init, estimate, export."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+
+from . import render
+from .common import DebugOpt, JsonOpt, run
+
+app = typer.Typer(help="Knowledge distillation: teacher -> student.", no_args_is_help=True)
+
+ConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="distill.yaml, or a packaged example name (demo).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field: --set training.max_steps=50 (repeatable)."),
+]
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second SIGINT: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> StopOnSignal:
+        self._old = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        render.err_line(
+            "stopping: finishing this step and writing a checkpoint (Ctrl-C again to abort)"
+        )
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="distill.yaml or a packaged example name (demo)."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Run directory (default: output.dir).")
+    ] = None,
+    overrides: SetOpt = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue the run in this directory.")
+    ] = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Distil a student from a teacher; writes a run directory; resumable."""
+    import sys
+
+    from ..core.distill.config import load_config
+    from ..core.errors import InvalidInputError
+    from .progress import RunProgress
+
+    def call():
+        from ..core.distill.run import run_distillation
+
+        if resume is None and config is None:
+            raise InvalidInputError(
+                "give --config F to start a run or --resume DIR to continue one",
+                "try: entrenar distill run --config demo",
+            )
+        cfg = load_config(config, overrides) if resume is None else None
+        target = resume or output or cfg.output.dir
+        with StopOnSignal() as stop, RunProgress(json_out) as progress:
+            return run_distillation(
+                cfg,
+                target,
+                resume=resume is not None,
+                command=sys.argv,
+                on_event=progress.on_event,
+                should_stop=lambda: stop.requested,
+            )
+
+    run(call, json_out=json_out, debug=debug, show=show_run, stream=True)
+
+
+def show_run(r) -> None:
+    rows = [
+        ("run directory", r.run_dir),
+        ("state", r.state),
+        ("steps", f"{r.step}/{r.total_steps}"),
+        ("tokens", f"{r.tokens:,}"),
+        ("time", f"{r.seconds:.1f} s"),
+    ]
+    if r.teacher_eval:
+        rows.append(("teacher held-out ppl", f"{r.teacher_eval['eval_ppl']:.2f}"))
+    if r.student_eval_before:
+        rows.append(("student ppl before", f"{r.student_eval_before['eval_ppl']:.2f}"))
+    if r.student_eval_after:
+        rows.append(("student ppl after", f"{r.student_eval_after['eval_ppl']:.2f}"))
+        rows.append(("top-1 agreement", f"{r.student_eval_after['eval_top1_agreement']:.1%}"))
+    if r.final_dir:
+        rows.append(("student", r.final_dir))
+    render.show(render.kv_table("distillation", rows))
+    for sample in (r.student_eval_after or {}).get("samples", []):
+        render.line(f"sample: {sample['prompt']!r} -> {sample['completion']!r}")
+
+
+@app.command()
+def validate(
+    config: ConfigOpt, overrides: SetOpt = None, json_out: JsonOpt = False, debug: DebugOpt = False
+) -> None:
+    """Check a config: every problem at once, with its field path and a fix. Exit 2 if any."""
+    from ..core.distill.validate import validate_config
+
+    report = run(
+        lambda: validate_config(config, overrides),
+        json_out=json_out,
+        debug=debug,
+        show=show_validate,
+    )
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def show_validate(r) -> None:
+    for p in r.problems:
+        value = (
+            f" (got {p.value!r})" if p.value is not None and not isinstance(p.value, dict) else ""
+        )
+        render.line(
+            f"{p.severity}: {p.path}: {p.message}{value}" + (f"; hint: {p.hint}" if p.hint else "")
+        )
+    render.line(f"{'ok' if r.ok else 'invalid'}: {r.config_path} ({len(r.problems)} problem(s))")
+
+
+@app.command()
+def init(
+    teacher: Annotated[
+        str, typer.Option("--teacher", help="Teacher model reference.")
+    ] = "smollm2-135m",
+    output: Annotated[str, typer.Option("--output", "-o")] = "distill.yaml",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a commented starter config."""
+    from ..core.distill.starter import write_starter
+
+    run(
+        lambda: {"written": str(write_starter(output, teacher, force))},
+        json_out=json_out,
+        debug=debug,
+        show=lambda r: render.line(f"wrote {r['written']}"),
+    )

@@ -1,0 +1,282 @@
+"""`distill run`: a run directory around the trainer's loop: start or resume, log, evaluate,
+checkpoint, stop cleanly on request, save the final student."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..errors import EntrenarError, InvalidInputError
+from .config import DistillConfig, parse_config
+from .evaluate import evaluate, greedy_samples
+from .rundir import RunDir
+from .trainer import Event, Progress, RunResult, Setup, _unwrap, build, train_step
+
+
+def _rss_or_cuda_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated())
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _checkpoint_bytes(s: Setup) -> int:
+    params = sum(p.numel() * p.element_size() for p in _unwrap(s.student).parameters())
+    return params * 3  # weights + AdamW m and v (an upper bound for LoRA)
+
+
+def save_checkpoint(s: Setup, p: Progress, run: RunDir) -> Path:
+    def write(folder: Path) -> None:
+        trainable = {k: v for k, v in _unwrap(s.student).state_dict().items()}
+        torch.save(
+            {
+                "student": trainable,
+                "loss_fn": s.loss_fn.state_dict(),
+                "optimizer": s.optimizer.state_dict(),
+                "scheduler": s.scheduler.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "python": list(random.getstate()[1]),
+                    "python_pos": random.getstate()[2],
+                },
+                "progress": asdict(p),
+            },
+            folder / "trainer.pt",
+        )
+
+    return run.save_checkpoint(
+        p.step, write, _checkpoint_bytes(s), s.config.output.keep_checkpoints
+    )
+
+
+def load_checkpoint(s: Setup, folder: Path) -> Progress:
+    state = torch.load(folder / "trainer.pt", map_location=s.device, weights_only=True)
+    _unwrap(s.student).load_state_dict(state["student"])
+    s.loss_fn.load_state_dict(state["loss_fn"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    random.setstate((3, tuple(state["rng"]["python"]), state["rng"]["python_pos"]))
+    return Progress(**state["progress"])
+
+
+def save_final(s: Setup, run: RunDir) -> Path:
+    """The student in Hugging Face layout (or the PEFT adapter), with the tokenizer. Hidden-state
+    projections are training-only and are saved beside it, not inside the model."""
+    from ..fsutil import atomic_dir
+
+    with atomic_dir(run.final) as tmp:
+        _unwrap(s.student).save_pretrained(tmp)
+        s.tokenizer.save_pretrained(tmp)
+        projections = {k: v for k, v in s.loss_fn.state_dict().items() if "projections" in k}
+        if projections:
+            torch.save(projections, tmp / "projections.pt")
+    return run.final
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def _eval_record(s: Setup, step: int, with_samples: bool) -> dict:
+    t = s.config.training
+    result = evaluate(_unwrap(s.student), s.eval_blocks, t.batch_size, s.device, teacher=s.teacher)
+    record = {
+        "kind": "eval",
+        "step": step,
+        "eval_loss": result.eval_loss,
+        "eval_ppl": result.eval_ppl,
+        "eval_top1_agreement": result.eval_top1_agreement,
+        "samples": [],
+    }
+    if with_samples:
+        record["samples"] = greedy_samples(_unwrap(s.student), s.tokenizer, s.device)
+    return record
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def _prepare(
+    config: DistillConfig | None, run_dir: Path, resume: bool, command: list[str]
+) -> tuple[DistillConfig, RunDir]:
+    run = RunDir(run_dir)
+    if resume:
+        config, problems = parse_config(run.read_config())
+        if problems:
+            raise InvalidInputError(
+                f"{run_dir}/config.yaml no longer validates: {problems[0].path}: {problems[0].message}",
+                "fix the file or start a new run",
+            )
+        return config, run
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InvalidInputError(
+            f"output directory {run_dir} already exists and is not empty",
+            f"use --resume {run_dir} to continue it, or another --output",
+        )
+    run.start(config.model_dump(mode="json"), config.config_hash(), command)
+    return config, run
+
+
+def run_distillation(
+    config: DistillConfig | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: list[str] | None = None,
+    on_event: Event | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunResult:
+    """Start (config given) or resume (resume=True) a run in `run_dir`; returns when it ends."""
+    emit = on_event or (lambda e: None)
+    run_dir = Path(run_dir)
+    config, run = _prepare(config, run_dir, resume, command or [])
+    started = time.perf_counter()
+    run.write_status("running", 0, 0)
+    try:
+        s = build(config)
+        result = _loop(s, run, resume, emit, should_stop, started)
+    except EntrenarError as exc:
+        st = run.status()
+        run.write_status(
+            "failed",
+            st.get("step", 0),
+            st.get("total_steps", 0),
+            {"message": exc.message, "hint": exc.hint},
+        )
+        run.log(f"failed: {exc.message}")
+        emit({"event": "end", "state": "failed", "error": exc.to_dict()})
+        raise
+    except Exception as exc:
+        st = run.status()
+        run.write_status(
+            "failed",
+            st.get("step", 0),
+            st.get("total_steps", 0),
+            {
+                "message": f"{type(exc).__name__}: {exc}",
+                "hint": "see events.log; rerun with --debug",
+            },
+        )
+        run.log(f"crashed: {type(exc).__name__}: {exc}")
+        raise
+    return result
+
+
+def _start_or_resume(
+    s: Setup, run: RunDir, resume: bool, emit: Event
+) -> tuple[Progress, Path | None, dict]:
+    checkpoint = run.latest_checkpoint() if resume else None
+    if checkpoint is not None:
+        p = load_checkpoint(s, checkpoint)
+        run.truncate_metrics_after(p.step)
+        run.log(f"resumed from {checkpoint.name}")
+        emit({"event": "resume", "step": p.step, "checkpoint": str(checkpoint)})
+        return p, checkpoint, {}
+    baseline = {
+        "teacher": _teacher_eval(s),
+        "student_before": _eval_record(s, 0, with_samples=False),
+    }
+    run.append_metrics(
+        {**baseline["student_before"], "teacher_eval_ppl": baseline["teacher"]["eval_ppl"]}
+    )
+    emit(
+        {
+            "event": "baseline",
+            "teacher_ppl": baseline["teacher"]["eval_ppl"],
+            "student_ppl": baseline["student_before"]["eval_ppl"],
+        }
+    )
+    return Progress(), None, baseline
+
+
+def _teacher_eval(s: Setup) -> dict:
+    r = evaluate(s.teacher, s.eval_blocks, s.config.training.batch_size, s.device)
+    return {"eval_loss": r.eval_loss, "eval_ppl": r.eval_ppl}
+
+
+def _loop(
+    s: Setup, run: RunDir, resume: bool, emit: Event, should_stop, started: float
+) -> RunResult:
+    t, out = s.config.training, s.config.output
+    leader = s.rank == 0
+    p, last_ckpt, baseline = _start_or_resume(s, run, resume, emit)
+    emit({"event": "start", "total_steps": s.total_steps, "step": p.step, "run_dir": str(run.path)})
+    run.write_status("running", p.step, s.total_steps)
+    clock = time.perf_counter()
+    s.student.train()
+    while p.step < s.total_steps:
+        tokens_before, step_start = p.tokens, time.perf_counter()
+        terms = train_step(s, p, last_ckpt)
+        p.last_loss = terms["loss"]
+        p.first_loss = p.first_loss if p.first_loss is not None else terms["loss"]
+        now = time.perf_counter()
+        if leader and (p.step % t.log_every == 0 or p.step == s.total_steps):
+            record = {
+                "kind": "train",
+                "step": p.step,
+                "epoch": p.micro
+                * s.config.training.batch_size
+                * s.world_size
+                / max(1, len(s.train_blocks)),
+                "time_s": p.elapsed + now - clock,
+                "tokens": p.tokens,
+                **terms,
+                "tokens_per_s": (p.tokens - tokens_before) / max(now - step_start, 1e-9),
+                "memory_bytes": _rss_or_cuda_bytes(s.device),
+            }
+            run.append_metrics(record)
+            run.write_status("running", p.step, s.total_steps)
+            emit({"event": "train", **record})
+        if leader and t.eval_every and p.step % t.eval_every == 0 and p.step < s.total_steps:
+            record = _eval_record(s, p.step, with_samples=True)
+            run.append_metrics(record)
+            emit({"event": "eval", **record})
+        stopping = should_stop()
+        if leader and ((out.checkpoint_every and p.step % out.checkpoint_every == 0) or stopping):
+            p.elapsed += time.perf_counter() - clock
+            clock = time.perf_counter()
+            last_ckpt = save_checkpoint(s, p, run)
+            emit({"event": "checkpoint", "step": p.step, "path": str(last_ckpt)})
+        if stopping:
+            run.write_status("stopped", p.step, s.total_steps)
+            run.log(f"stopped at step {p.step} on request")
+            emit({"event": "end", "state": "stopped", "step": p.step})
+            return RunResult(
+                str(run.path),
+                "stopped",
+                p.step,
+                s.total_steps,
+                None,
+                time.perf_counter() - started,
+                p.tokens,
+                p.first_loss,
+                p.last_loss,
+            )
+    return _finish(s, run, p, baseline, emit, started)
+
+
+def _finish(
+    s: Setup, run: RunDir, p: Progress, baseline: dict, emit: Event, started: float
+) -> RunResult:
+    final_eval = _eval_record(s, p.step, with_samples=True)
+    if s.rank == 0:
+        run.append_metrics(final_eval)
+        emit({"event": "eval", **final_eval})
+        save_final(s, run)
+        run.write_status("finished", p.step, s.total_steps)
+        run.log(f"finished: {p.step} steps, final eval ppl {final_eval['eval_ppl']:.2f}")
+    result = RunResult(
+        str(run.path), "finished", p.step, s.total_steps, str(run.final), time.perf_counter() - started, p.tokens, p.first_loss, p.last_loss,
+        teacher_eval=baseline.get("teacher"), student_eval_before=baseline.get("student_before"), student_eval_after=final_eval,
+    )  # fmt: skip
+    emit({"event": "end", "state": "finished", **result.to_dict()})
+    return result

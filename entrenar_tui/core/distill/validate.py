@@ -1,0 +1,170 @@
+"""`distill validate`: every problem in a config at once, including the ones only the models
+can reveal (layer indices, vocabularies), each with its field path, the bad value and a fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EntrenarError
+from ..models import Model
+from .config import (
+    Problem,
+    apply_overrides,
+    load_yaml,
+    parse_config,
+    resolve_config_path,
+)
+
+
+@dataclass
+class ConfigReport:
+    config_path: str
+    problems: list[Problem] = field(default_factory=list)
+    teacher: dict | None = None
+    student: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def to_dict(self) -> dict:
+        return {
+            "config_path": self.config_path,
+            "ok": self.ok,
+            "problems": [p.model_dump() for p in self.problems],
+            "teacher": self.teacher,
+            "student": self.student,
+        }
+
+
+def _arch(ref: str, path: str, problems: list[Problem]):
+    try:
+        return Model.open(ref).arch
+    except EntrenarError as exc:
+        problems.append(Problem(path=path, message=exc.message, value=ref, hint=exc.hint))
+        return None
+
+
+def _check_mapping(
+    name: str, mapping: list, s_layers: int | None, t_layers: int | None, problems: list[Problem]
+) -> None:
+    for i, (s, t) in enumerate(mapping):
+        if s_layers is not None and not 0 <= s < s_layers:
+            problems.append(
+                Problem(
+                    path=f"{name}[{i}][0]",
+                    message=f"student layer {s} out of range",
+                    value=s,
+                    hint=f"the student has layers 0..{s_layers - 1}",
+                )
+            )
+        if t_layers is not None and not 0 <= t < t_layers:
+            problems.append(
+                Problem(
+                    path=f"{name}[{i}][1]",
+                    message=f"teacher layer {t} out of range",
+                    value=t,
+                    hint=f"the teacher has layers 0..{t_layers - 1}",
+                )
+            )
+
+
+def _get(data: dict, path: str):
+    """A value from the raw config dict, or None when any part is missing or mistyped."""
+    node = data
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _pairs(value) -> list:
+    ok = isinstance(value, list) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(i, int) for i in p)
+        for p in value
+    )
+    return value if ok else []
+
+
+def _student_shape(
+    data: dict, teacher, problems: list[Problem]
+) -> tuple[int | None, int | None, object]:
+    layers = _get(data, "student.init_from_teacher.layers")
+    if isinstance(layers, list) and all(isinstance(i, int) for i in layers):
+        bad = [i for i in layers if teacher.layers is not None and i >= teacher.layers]
+        if bad:
+            problems.append(
+                Problem(
+                    path="student.init_from_teacher.layers",
+                    message=f"teacher layers {bad} do not exist",
+                    value=layers,
+                    hint=f"the teacher has layers 0..{teacher.layers - 1}",
+                )
+            )
+        return len(layers), teacher.vocab_size, None
+    ref = _get(data, "student.model_id")
+    student = _arch(ref, "student.model_id", problems) if isinstance(ref, str) else None
+    return (student.layers, student.vocab_size, student) if student else (None, None, None)
+
+
+def _model_checks(data: dict, problems: list[Problem]) -> tuple[dict | None, dict | None]:
+    """Checks that need the models' facts (headers only), run even when the schema has errors."""
+    ref = _get(data, "teacher.model_id")
+    teacher = _arch(ref, "teacher.model_id", problems) if isinstance(ref, str) else None
+    if teacher is None:
+        return None, None
+    s_layers, s_vocab, student = _student_shape(data, teacher, problems)
+    if s_vocab is not None and teacher.vocab_size is not None and s_vocab != teacher.vocab_size:
+        problems.append(
+            Problem(
+                path="student.model_id",
+                message=f"vocabulary mismatch: student {s_vocab} vs teacher {teacher.vocab_size} tokens",
+                value=_get(data, "student.model_id"),
+                hint="KD compares token distributions: use a student with the teacher's tokenizer",
+            )
+        )
+    for section in ("progressive", "attention"):
+        mapping = _pairs(_get(data, f"distillation.{section}.layer_mapping"))
+        if _get(data, f"distillation.{section}.enabled") is True:
+            _check_mapping(
+                f"distillation.{section}.layer_mapping", mapping, s_layers, teacher.layers, problems
+            )
+    if (
+        _get(data, "distillation.teacher_cache.enabled") is True
+        and _get(data, "distillation.divergence") == "reverse_kl"
+    ):
+        problems.append(
+            Problem(
+                path="distillation.teacher_cache.enabled",
+                message="reverse KL is unbounded over a top-k teacher",
+                value=True,
+                hint="use divergence: forward_kl or jsd with the teacher cache",
+            )
+        )
+    return teacher.to_dict(), student.to_dict() if student else None
+
+
+def validate_config(
+    ref: str | Path, overrides: list[str] | None = None, check_models: bool = True
+) -> ConfigReport:
+    path = resolve_config_path(ref)
+    data = apply_overrides(load_yaml(path), overrides or [])
+    config, problems = parse_config(data)
+    report = ConfigReport(str(path), problems)
+    if check_models:
+        report.teacher, report.student = _model_checks(data, report.problems)
+    if (
+        config is not None
+        and config.distillation.attention.enabled
+        and not config.attention_mapping()
+    ):
+        report.problems.append(
+            Problem(
+                path="distillation.attention.layer_mapping",
+                message="attention transfer is enabled without a layer mapping",
+                hint="set attention.layer_mapping or progressive.layer_mapping",
+            )
+        )
+    return report
