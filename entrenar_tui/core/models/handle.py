@@ -174,7 +174,9 @@ def is_buffer(t: TensorInfo) -> bool:
 
 def _pth_info(name: str, t, file: Path) -> TensorInfo:
     dtype = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
-             "int32": "I32", "int8": "I8", "uint8": "U8", "bool": "BOOL"}.get(str(t.dtype).removeprefix("torch."), str(t.dtype))  # fmt: skip
+             "int32": "I32", "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32",
+             "uint16": "U16", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3",
+             "float8_e5m2": "F8_E5M2"}.get(str(t.dtype).removeprefix("torch."), str(t.dtype))  # fmt: skip
     return TensorInfo(name, tuple(t.shape), dtype, t.numel() * t.element_size(), file, -1)
 
 
