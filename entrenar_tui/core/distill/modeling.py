@@ -50,6 +50,14 @@ def hf_folder(ref: str) -> Path:
     )
 
 
+def _quiet_transformers() -> None:
+    """transformers' own progress bars would interleave with ours on stderr."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def pick_device(requested: str) -> str:
     import torch
 
@@ -77,6 +85,7 @@ def load_causal_lm(ref: str, device: str = "cpu", attn_implementation: str = "ea
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    _quiet_transformers()
     folder = hf_folder(ref)
     config = AutoConfig.from_pretrained(folder)
     if config.model_type not in CAUSAL_TYPES:
@@ -85,7 +94,7 @@ def load_causal_lm(ref: str, device: str = "cpu", attn_implementation: str = "ea
             f"supported: {', '.join(sorted(CAUSAL_TYPES))}",
         )
     model = AutoModelForCausalLM.from_pretrained(
-        folder, torch_dtype=torch.float32, attn_implementation=attn_implementation
+        folder, dtype=torch.float32, attn_implementation=attn_implementation
     )
     return model.to(device)
 
