@@ -161,3 +161,50 @@ def init(
         debug=debug,
         show=lambda r: render.line(f"wrote {r['written']}"),
     )
+
+
+@app.command()
+def export(
+    input_path: Annotated[
+        str,
+        typer.Option(
+            "--input", "-i", help="Run directory, its final/ or a checkpoints/step-N folder."
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="safetensors | gguf | pth | apr")],
+    output: Annotated[str, typer.Option("--output", "-o")],
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", "-q", help="f32|f16|bf16; q8_0|q4_0 for gguf.")
+    ] = None,
+    adapter: Annotated[
+        bool,
+        typer.Option("--adapter", help="LoRA students: export the adapter instead of merging it."),
+    ] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Export the student through the inspect converters (verified after writing)."""
+    from ..core.distill.export import export_run
+
+    run(
+        lambda: export_run(input_path, fmt, output, quantize, merge=not adapter),
+        json_out=json_out,
+        debug=debug,
+        show=show_export,
+    )
+
+
+def show_export(r) -> None:
+    rows = [
+        ("exported", r.source),
+        ("format", r.format + (f" ({r.quantize})" if r.quantize else "")),
+        ("output", r.output),
+        ("adapter merged", r.merged_adapter),
+    ]
+    if r.conversion:
+        rows += [
+            ("tensors", r.conversion.get("tensors")),
+            ("size", render.human_bytes(r.conversion.get("file_size_bytes"))),
+            ("verified", r.conversion.get("verified")),
+        ]
+    render.show(render.kv_table("distill export", rows))

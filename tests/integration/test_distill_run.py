@@ -251,3 +251,60 @@ def test_nan_teacher_stops_with_a_diagnosis(tiny_lm_pair, tmp_path):
     assert "loss_kd" in result.stderr and "step 1" in result.stderr
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "failed" and "non-finite" in status["error"]["message"]
+
+
+def test_export_final_to_gguf_loads_in_transformers(finished_run, tmp_path):
+    """The exported student, as GGUF (q8_0), loads with gguf_file= and predicts like the source."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = finished_run
+    out = tmp_path / "student.gguf"
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "export",
+            "--input",
+            str(run_dir),
+            "--format",
+            "gguf",
+            "--quantize",
+            "f16",
+            "--output",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["conversion"]["verified"]
+    gguf_model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name)
+    source = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    ids = torch.tensor([[1, 5, 9, 20, 40, 7]])
+    with torch.no_grad():
+        diff = (gguf_model(ids).logits - source(ids).logits).abs().max().item()
+    assert diff < 5e-2  # f16 weights
+
+
+def test_export_checkpoint_rebuilds_the_student(finished_run, tmp_path):
+    from safetensors.numpy import load_file
+
+    run_dir, _ = finished_run
+    out = tmp_path / "ckpt.safetensors"
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "export",
+            "--input",
+            str(run_dir / "checkpoints" / "step-000012"),
+            "--format",
+            "safetensors",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    final = load_file(run_dir / "final" / "model.safetensors")
+    exported = load_file(out)
+    assert all((final[k] == exported[k]).all() for k in final)  # step 12 is the final step

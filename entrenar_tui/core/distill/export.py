@@ -1,0 +1,128 @@
+"""`distill export`: a run, its final student or one of its checkpoints -> any format the
+inspect converters write. A LoRA student exports as its adapter, or merged into its base."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import InvalidInputError
+from ..fsutil import atomic_dir
+from .config import DistillConfig
+from .rundir import RunDir
+
+
+@dataclass
+class ExportResult:
+    input: str
+    source: str  # what was converted: final/, a rebuilt checkpoint, a merged adapter
+    format: str
+    output: str
+    quantize: str | None
+    merged_adapter: bool
+    conversion: dict | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _locate(path: Path) -> tuple[RunDir | None, Path]:
+    """(run directory if known, the folder or checkpoint to export)."""
+    if (path / "trainer.pt").exists():  # checkpoints/step-NNNNNN
+        return RunDir(path.parent.parent), path
+    if (path / "config.yaml").exists() and (path / "final").is_dir():
+        return RunDir(path), path / "final"
+    if (path / "config.json").exists() or (path / "adapter_config.json").exists():
+        parent = path.parent
+        return (RunDir(parent) if (parent / "config.yaml").exists() else None), path
+    raise InvalidInputError(
+        f"{path} is not a run directory, a final student or a checkpoint",
+        "pass the folder `distill run` wrote (or its final/ or checkpoints/step-N)",
+    )
+
+
+def _rebuild_student(run: RunDir, checkpoint: Path | None, adapter: Path | None):
+    """The student as a transformers model, from the run's config plus a checkpoint or adapter."""
+    import torch
+
+    from .modeling import load_causal_lm, load_tokenizer
+    from .trainer import _build_student
+
+    config = DistillConfig.model_validate(run.read_config())
+    teacher = load_causal_lm(config.teacher.model_id, "cpu")
+    if adapter is not None:
+        from peft import PeftModel
+
+        base = _build_student(
+            config.model_copy(
+                update={
+                    "student": config.student.model_copy(
+                        update={"lora": config.student.lora.model_copy(update={"enabled": False})}
+                    )
+                }
+            ),
+            teacher,
+            "cpu",
+        )
+        student = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    else:
+        student = _build_student(config, teacher, "cpu")
+        state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)[
+            "student"
+        ]
+        student.load_state_dict(state)
+        if config.student.lora.enabled:
+            student = student.merge_and_unload()
+    return student, load_tokenizer(config.teacher.model_id)
+
+
+def export_run(
+    input_path: str | Path,
+    fmt: str,
+    output: str | Path,
+    quantize: str | None = None,
+    merge: bool = True,
+) -> ExportResult:
+    from ..convert import convert_model
+
+    path = Path(input_path)
+    run, source = _locate(path)
+    is_adapter = (source / "adapter_config.json").exists()
+    if is_adapter and not merge:
+        return _export_adapter(path, source, fmt, output)
+    needs_rebuild = is_adapter or (source / "trainer.pt").exists()
+    if not needs_rebuild:
+        conv = convert_model(str(source), fmt, output, quantize)
+        return ExportResult(
+            str(path), str(source), fmt, str(output), quantize, False, conv.to_dict()
+        )
+    if run is None:
+        raise InvalidInputError(
+            f"{source} needs its run directory to be rebuilt",
+            "export from inside the run directory `distill run` wrote",
+        )
+    student, tokenizer = _rebuild_student(
+        run, source if not is_adapter else None, source if is_adapter else None
+    )
+    with tempfile.TemporaryDirectory(prefix="entrenar-export-") as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        conv = convert_model(tmp, fmt, output, quantize)
+    return ExportResult(
+        str(path), str(source), fmt, str(output), quantize, is_adapter, conv.to_dict()
+    )
+
+
+def _export_adapter(path: Path, adapter: Path, fmt: str, output: str | Path) -> ExportResult:
+    if fmt == "safetensors":
+        with atomic_dir(output) as tmp:
+            for f in adapter.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        return ExportResult(str(path), str(adapter), fmt, str(output), None, False, None)
+    from ..lora.convert import convert_adapter
+
+    result = convert_adapter(str(adapter), fmt, output)
+    return ExportResult(str(path), str(adapter), fmt, str(output), None, False, result.to_dict())
