@@ -9,6 +9,7 @@ import typer
 from .. import __version__
 from . import distill as distill_cli
 from . import inspect as inspect_cli
+from . import lora as lora_cli
 from .planned import _EXTRA, planned_app, planned_command
 
 app = typer.Typer(
@@ -40,7 +41,7 @@ def root(
 
 app.add_typer(inspect_cli.app, name="inspect")
 distill_app = distill_cli.app
-lora_app = planned_app("lora")
+lora_app = lora_cli.app
 bench_app = planned_app("bench")
 app.add_typer(distill_app, name="distill")
 app.add_typer(lora_app, name="lora")

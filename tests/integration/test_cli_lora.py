@@ -1,0 +1,102 @@
+"""`entrenar lora merge|inspect|convert` through the CLI on a real PEFT adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from entrenar_tui.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def adapter_pair(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base_dir = tiny_model_dir("llama")
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    folder = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(folder)
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir), folder
+    ).merge_and_unload()
+    return base_dir, folder, {k: v.clone() for k, v in merged.state_dict().items()}
+
+
+def test_inspect_reports_rank_alpha_scale(adapter_pair):
+    _, adapter, _ = adapter_pair
+    result = runner.invoke(app, ["lora", "inspect", str(adapter), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["rank"], report["alpha"], report["scale"]) == (4, 8, 2.0)
+    assert sorted(report["target_modules"]) == ["q_proj", "v_proj"]
+    assert report["parameters"] == 3 * (4 * (64 + 64) + 4 * (64 + 32))  # q: 64->64, v: 64->32 (GQA)
+    assert all(m["effective_rank"] <= 4 for m in report["modules"])
+
+
+def test_merge_equals_peft(adapter_pair, tmp_path):
+    from safetensors.torch import load_file
+
+    base, adapter, expected = adapter_pair
+    result = runner.invoke(
+        app,
+        [
+            "lora",
+            "merge",
+            "--base",
+            str(base),
+            "--adapter",
+            str(adapter),
+            "--output",
+            str(tmp_path / "merged"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    got = load_file(tmp_path / "merged" / "model.safetensors")
+    for name, tensor in got.items():
+        assert torch.allclose(tensor, expected[name], atol=1e-5), name
+
+
+def test_untrained_adapter_exits_3(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama")),
+        LoraConfig(r=2, target_modules=["q_proj"]),
+    )
+    model.save_pretrained(tmp_path)
+    result = runner.invoke(app, ["lora", "inspect", str(tmp_path)])
+    assert result.exit_code == 3 and "zero_b" in result.stdout
+
+
+def test_missing_adapter_config_exits_2(tmp_path):
+    result = runner.invoke(app, ["lora", "inspect", str(tmp_path)])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+
+
+def test_convert_to_pth(adapter_pair, tmp_path):
+    _, adapter, _ = adapter_pair
+    result = runner.invoke(
+        app,
+        [
+            "lora",
+            "convert",
+            str(adapter),
+            "--to",
+            "pth",
+            "--output",
+            str(tmp_path / "pth"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pth" / "adapter_model.bin").exists()
