@@ -29,12 +29,29 @@ class GGUFFile:
     reader: object  # gguf.GGUFReader; kept for tensor data
 
 
-@lru_cache(maxsize=4)
-def _open_cached(path: Path, mtime: float) -> GGUFFile:
+def _fast_reader_class():
+    """gguf-py wraps every field and vocabulary string in its own np.memmap view; the memmap
+    subclass makes each view ~10x dearer than a plain ndarray view of the same mapping. Reading
+    through plain views opens SmolLM2 (49k tokens) in 0.9 s instead of 5.7 s (same bytes)."""
     import gguf
 
+    class FastGGUFReader(gguf.GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            plain = self.__dict__.get("_plain")
+            if plain is None:
+                plain = self.__dict__["_plain"] = self.data.view(np.ndarray)
+            dt = np.dtype(dtype)
+            arr = plain[offset : offset + dt.itemsize * int(count)].view(dt)
+            order = self.byte_order if override_order is None else override_order
+            return arr.view(arr.dtype.newbyteorder(order))
+
+    return FastGGUFReader
+
+
+@lru_cache(maxsize=4)
+def _open_cached(path: Path, mtime: float) -> GGUFFile:
     try:
-        reader = gguf.GGUFReader(path, "r")
+        reader = _fast_reader_class()(path, "r")
     except (ValueError, OSError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise CorruptFileError(
             f"{path}: not a readable GGUF file ({exc})",
