@@ -257,6 +257,7 @@ def test_reader_sees_llama_cpp_names_types_and_metadata(exported, quant):
     assert result.tensor_count == len(tensors) == 21 and result.verified
     assert result.types == ({"F32": 21} if quant == "f32" else {matrix_type.name: 16, "F32": 5})
     assert result.file_size_bytes == result.output.stat().st_size
+    assert json.loads(json.dumps(result.to_dict()))["tensor_count"] == 21
     expected = {"general.architecture": "llama", "llama.context_length": 128, "llama.embedding_length": 64,
                 "llama.block_count": 2, "llama.feed_forward_length": 128, "llama.attention.head_count": 4,
                 "llama.attention.head_count_kv": 2, "llama.rope.freq_base": 10000.0, "llama.rope.dimension_count": 16,

@@ -3,6 +3,7 @@ checkpoint, stop cleanly on request, save the final student."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import torch
 from ..errors import EntrenarError, InvalidInputError
 from .config import DistillConfig, parse_config
 from .evaluate import evaluate, greedy_samples
-from .rundir import RunDir
+from .rundir import FollowerRunDir, RunDir
 from .trainer import Event, Progress, RunResult, Setup, _unwrap, build, train_step
 
 
@@ -108,7 +109,8 @@ def _eval_record(s: Setup, step: int, with_samples: bool) -> dict:
 def _prepare(
     config: DistillConfig | None, run_dir: Path, resume: bool, command: list[str]
 ) -> tuple[DistillConfig, RunDir]:
-    run = RunDir(run_dir)
+    leader = int(os.environ.get("RANK", 0)) == 0
+    run = RunDir(run_dir) if leader else FollowerRunDir(run_dir)
     if resume:
         config, problems = parse_config(run.read_config())
         if problems:
@@ -117,7 +119,7 @@ def _prepare(
                 "fix the file or start a new run",
             )
         return config, run
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if leader and run_dir.exists() and any(run_dir.iterdir()):
         raise InvalidInputError(
             f"output directory {run_dir} already exists and is not empty",
             f"use --resume {run_dir} to continue it, or another --output",
@@ -136,7 +138,8 @@ def run_distillation(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RunResult:
     """Start (config given) or resume (resume=True) a run in `run_dir`; returns when it ends."""
-    emit = on_event or (lambda e: None)
+    follower = int(os.environ.get("RANK", 0)) != 0
+    emit = on_event if on_event is not None and not follower else (lambda e: None)
     run_dir = Path(run_dir)
     config, run = _prepare(config, run_dir, resume, command or [])
     started = time.perf_counter()
@@ -144,6 +147,11 @@ def run_distillation(
     try:
         s = build(config)
         result = _loop(s, run, resume, emit, should_stop, started)
+        if s.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
     except EntrenarError as exc:
         st = run.status()
         run.write_status(
@@ -267,7 +275,7 @@ def _loop(
 def _finish(
     s: Setup, run: RunDir, p: Progress, baseline: dict, emit: Event, started: float
 ) -> RunResult:
-    final_eval = _eval_record(s, p.step, with_samples=True)
+    final_eval = _eval_record(s, p.step, with_samples=True) if s.rank == 0 else {}
     if s.rank == 0:
         run.append_metrics(final_eval)
         emit({"event": "eval", **final_eval})

@@ -188,3 +188,25 @@ class RunDir:
         done = sorted(p for p in self.checkpoints.iterdir() if p.name.startswith("step-"))
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class FollowerRunDir(RunDir):
+    """What ranks other than 0 see under torchrun: reads work, writes are rank 0's job."""
+
+    def start(self, *args, **kwargs) -> None:
+        pass
+
+    def write_status(self, *args, **kwargs) -> None:
+        pass
+
+    def append_metrics(self, record: dict) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+    def truncate_metrics_after(self, step: int) -> None:
+        pass
+
+    def save_checkpoint(self, step: int, write, expected_bytes: int, keep: int) -> Path:
+        return self.checkpoint_dir(step)
