@@ -191,9 +191,14 @@ def show_compare(r) -> None:
             render.line(f"{label}: {name}")
         if len(names) > 20:
             render.line(f"{label}: ... and {len(names) - 20} more")
-    for c in r.shape_changed + r.dtype_changed:
+    changed = r.shape_changed + r.dtype_changed
+    for c in changed[:20]:
         render.line(f"changed: {c['name']} {c['a']} -> {c['b']}")
-    if r.values:
+    if len(changed) > 20:
+        render.line(f"changed: ... and {len(changed) - 20} more (--json for all)")
+    if r.values and r.max_abs_diff == 0:
+        render.line(f"values: all {len(r.values)} matching tensors are bit-identical")
+    elif r.values:
         worst = sorted(r.values, key=lambda v: -v.relative_l2)[:20]
         rows = [[v.name, f"{v.max_abs_diff:.3g}", f"{v.relative_l2:.3g}"] for v in worst]
         render.show(
