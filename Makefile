@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/python -m entrenar_tui.tour
+	$(PY) -m entrenar_tui.tour
+	$(VENV)/bin/entrenar distill run --config demo --output runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(VENV)/bin/ruff format --check .
