@@ -1,0 +1,552 @@
+"""The one training-memory estimator: `inspect memory`, `lora plan`, `distill estimate` and the
+TUI planner all call `estimate_memory`.
+
+The estimate is the peak of one steady-state training step (the second and later: optimizer
+state exists, gradients were set to None after the last step), taken as the largest of the
+moments where memory peaks: the start of backward (every saved activation plus the loss
+buffers), the output head's backward, a block's backward (or its recomputation under
+gradient checkpointing) and the end of backward (every gradient). `breakdown` is what is
+alive at that moment, so it always sums to `total_bytes`.
+
+Conventions (also returned in `notes`):
+- `precision` is the dtype the model's weights are stored and computed in. Full fine-tuning in
+  fp16/bf16 keeps fp32 master weights and fp32 optimizer state by default (mixed precision as
+  in ZeRO, Rajbhandari et al. 2020: 2 + 2 + 4 + 8 bytes per parameter); `master_weights=False`
+  is pure 16-bit training, where torch's optimizers keep their state in the weights' dtype.
+  HF Trainer's `bf16=True` over fp32 weights costs the same per parameter (4 + 4 + 8).
+- LoRA adapters are fp32 (PEFT's `autocast_adapter_dtype`), as are their gradients and state.
+- NF4 (QLoRA) stores block linear weights at 4 bits plus one absmax per 64 weights (fp32, or
+  8 bits with fp32 second-level constants per 256 blocks under double quantisation); every
+  other parameter is upcast to fp32, as PEFT's `prepare_model_for_kbit_training` does.
+- AdamW is torch's fused kernel (HF Trainer's default from torch 2.8): no step temporaries.
+- The forward runs without a KV cache, and the loss follows transformers: causal LMs upcast
+  logits to fp32 before cross-entropy, masked LMs and T5 do not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InvalidInputError
+from .memory_params import ModelShape, Saved, model_shape, saved_inventory
+from .models.arch import ArchInfo
+from .sizes import format_bytes
+
+MIB = 2**20
+OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context, cuBLAS/cuDNN handles and workspaces
+CUDA_FRAGMENTATION = 0.05  # caching-allocator slack over the tensor peak
+CPU_RUNTIME_BYTES = 400 * MIB  # the Python, torch and transformers runtime itself
+NF4_BLOCK, NF4_NESTED_BLOCK = 64, 256
+ADAM8BIT_MIN_SIZE, ADAM8BIT_BLOCK = 4096, 256  # bitsandbytes keeps 32-bit state below 4096 elements
+KEYS = ("weights", "adapters", "master_weights", "optimizer", "gradients", "activations", "logits", "workspace", "overhead")  # fmt: skip
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak training memory of one configuration, with what is alive at the peak."""
+
+    total_bytes: int
+    breakdown: dict[str, int]
+    parameters: int
+    trainable_parameters: int
+    peak_phase: str
+    inputs: dict
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_tensor_bytes(self) -> int:
+        """The peak of live tensors (what torch.cuda.max_memory_allocated reports)."""
+        return self.total_bytes - self.breakdown["overhead"]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["peak_tensor_bytes"] = self.peak_tensor_bytes
+        return data
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.breakdown.items() if v)
+        return f"{format_bytes(self.total_bytes)} at {self.peak_phase} ({parts})"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Validated inputs and the facts derived from them."""
+
+    shape: ModelShape
+    batch: int
+    seq: int
+    weight_bytes: int  # bytes per stored (unquantised) weight
+    compute: int  # bytes per activation element
+    lora: tuple  # LoRA-wrapped groups
+    rank: int
+    master: bool
+    extra_parameters: int  # caller's count minus the module formulas' count
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise InvalidInputError(
+            f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}",
+            f"pass --{name.replace('_', '-')} {allowed[0]}",
+        )
+
+
+def _validate(
+    batch_size, sequence_length, optimizer, precision, lora_rank, quantize_base, attention, device
+) -> None:
+    for name, value in (("batch_size", batch_size), ("sequence_length", sequence_length)):
+        if not isinstance(value, int) or value < 1:
+            raise InvalidInputError(
+                f"{name} must be a positive integer, not {value!r}",
+                f"pass --{name.replace('_', '-')} 8",
+            )
+    _choice("optimizer", optimizer, OPTIMIZERS)
+    _choice("precision", precision, tuple(PRECISION_BYTES))
+    _choice("attention", attention, ("sdpa", "eager"))
+    _choice("device", device, ("cuda", "cpu"))
+    _choice("quantize_base", quantize_base, (None, "nf4"))
+    if lora_rank is not None and (not isinstance(lora_rank, int) or lora_rank < 1):
+        raise InvalidInputError(
+            f"lora_rank must be a positive integer, not {lora_rank!r}", "pass --lora-rank 16"
+        )
+    if quantize_base and lora_rank is None:
+        raise InvalidInputError(
+            "a 4-bit (nf4) base can only be trained through LoRA adapters",
+            "add --lora-rank 16 (QLoRA)",
+        )
+
+
+def _nf4_bytes(numel: int, double_quant: bool) -> int:
+    """Packed 4-bit weights plus quantisation constants, per tensor (bitsandbytes Params4bit)."""
+    blocks = math.ceil(numel / NF4_BLOCK)
+    if not double_quant:
+        return numel // 2 + 4 * blocks + 64  # fp32 absmax per block, the 16-entry NF4 code
+    nested = math.ceil(blocks / NF4_NESTED_BLOCK)
+    return numel // 2 + blocks + 4 * nested + 4 + 64 + 1024  # 8-bit absmax, its code and scales
+
+
+def _weights(plan: _Plan, quantize_base: str | None, double_quant: bool) -> int:
+    if not quantize_base:
+        return (plan.shape.parameters + plan.extra_parameters) * plan.weight_bytes
+    total = plan.extra_parameters * 4
+    for g in plan.shape.groups:
+        if g.kind == "linear" and g.in_blocks:
+            total += g.count * (
+                _nf4_bytes(g.in_features * g.out_features, double_quant)
+                + 4 * (g.each - g.in_features * g.out_features)
+            )
+        else:
+            total += g.parameters * 4
+    return total
+
+
+def _trainable_tensors(plan: _Plan) -> list[tuple[int, int]]:
+    """(numel, count) of every trainable tensor: what gradients and optimizer state cover."""
+    if plan.lora:
+        return [(plan.rank * g.in_features, g.count) for g in plan.lora] + [
+            (plan.rank * g.out_features, g.count) for g in plan.lora
+        ]
+    tensors = [(plan.extra_parameters, 1)] if plan.extra_parameters > 0 else []
+    for g in plan.shape.groups:
+        width = g.out_features if g.kind in ("linear", "norm") else 0
+        main = g.each - (width if g.bias else 0)
+        tensors += [(main, g.count)] + ([(width, g.count)] if g.bias else [])
+    return tensors
+
+
+def _optimizer_bytes(optimizer: str, tensors: list[tuple[int, int]], state_bytes: int) -> int:
+    if optimizer == "sgd":  # one momentum buffer
+        return sum(n * k for n, k in tensors) * state_bytes
+    if optimizer == "adamw":  # exp_avg and exp_avg_sq
+        return sum(n * k for n, k in tensors) * 2 * state_bytes
+    total = 0  # bitsandbytes AdamW8bit: two uint8 states plus an fp32 absmax per 256 values
+    for numel, count in tensors:
+        if numel < ADAM8BIT_MIN_SIZE:
+            total += count * numel * 8
+        else:
+            total += count * (2 * numel + 2 * 4 * math.ceil(numel / ADAM8BIT_BLOCK))
+    return total
+
+
+def _transient(plan: _Plan, saved: Saved) -> int:
+    """Per token: gradients alive together inside one block's backward, at its widest step.
+
+    Measured at the SwiGLU product's backward, the widest step: the block output's gradient,
+    the product's gradient (which replaces the freed product when the down projection trains,
+    and is new when it is frozen) and both factors' gradients. A math-kernel attention's
+    backward holds the probabilities' gradient instead, when that is wider.
+    """
+    sh, c = plan.shape, plan.compute
+    h, i = sh.hidden, sh.intermediate
+    mlp = h + 2 * i if saved.full else h + 3 * i
+    attention = 0
+    if saved.attention == "eager" or (saved.device == "cpu" and sh.dropout.get("attention")):
+        attention = h + sh.heads * plan.seq
+    return c * max(mlp, attention)
+
+
+def _activations(plan: _Plan, attention: str, device: str, checkpointing: bool) -> dict:
+    """Bytes that backward finds at its peaks: saved activations (all of them, or the
+    checkpointed inputs), one block's recomputed set, its backward temporaries, the loss."""
+    sh, c, tokens = plan.shape, plan.compute, plan.batch * plan.seq
+    paths = frozenset(g.path for g in plan.lora)
+    saved = Saved(c, not plan.lora, paths, plan.rank, device, attention, input_grads=not plan.lora)
+    inv = saved_inventory(sh, saved, plan.seq)
+    layers = sum(count for count, _ in inv.blocks)
+    block = max(per_token for _, per_token in inv.blocks)
+    # at the first block's backward only that block's set (recomputed or kept) is left
+    bottom = tokens * (block + inv.outside - inv.head) + inv.fixed
+    if checkpointing:  # blocks keep their input; backward recomputes one block (less its output)
+        kept = tokens * (layers * inv.block_input + inv.outside) + inv.fixed
+        top = kept - tokens * inv.head + tokens * (block - inv.block_input)
+    else:
+        kept = tokens * (sum(count * per for count, per in inv.blocks) + inv.outside) + inv.fixed
+        top = kept - tokens * inv.head
+    loss_bytes = sh.options.get("loss_bytes") or c
+    return {
+        "kept": kept, "top": top, "bottom": bottom, "transient": tokens * _transient(plan, saved),
+        "loss": tokens * sh.vocab * loss_bytes, "loss_cast": tokens * sh.vocab * c if loss_bytes != c else 0,
+        "hidden_grad": tokens * sh.hidden * c,
+    }  # fmt: skip
+
+
+def _gradient_stages(plan: _Plan, grad_bytes: int, tensors: list[tuple[int, int]]) -> dict:
+    """Gradient bytes: all, the head's (allocated first), and those not yet there when the
+    first block's backward runs (that block's and the input embeddings')."""
+    total = sum(n * k for n, k in tensors) * grad_bytes
+    if plan.lora:
+        per_block = (
+            sum(plan.rank * (g.in_features + g.out_features) for g in plan.lora) * grad_bytes
+        )
+        return {"all": total, "head": 0, "late": per_block}
+    sh = plan.shape
+    per_block = sum(g.each for g in sh.groups if g.in_blocks) * grad_bytes
+    embeddings = sum(g.parameters for g in sh.groups if g.kind == "embedding") * grad_bytes
+    head = sh.vocab * sh.hidden * grad_bytes
+    if sh.tied:  # the tied embedding's gradient arrives with the head's
+        embeddings -= head
+    return {"all": total, "head": head, "late": per_block + embeddings}
+
+
+def _phases(persistent: dict, act: dict, grads: dict, dequant: int) -> list[tuple[str, dict]]:
+    """What is alive at each moment where a training step can peak."""
+    block_ws = act["transient"] + dequant
+    phases = [
+        ("the loss backward", {"activations": act["kept"], "logits": 3 * act["loss"], "workspace": dequant}),
+        ("the output head's backward", {"activations": act["kept"], "logits": act["loss"] + act["loss_cast"], "gradients": grads["head"], "workspace": act["hidden_grad"] + dequant}),
+        ("the last block's backward", {"activations": act["top"], "gradients": grads["head"], "workspace": block_ws}),
+        ("the first block's backward", {"activations": act["bottom"], "gradients": grads["all"] - grads["late"], "workspace": block_ws}),
+        ("the end of backward", {"gradients": grads["all"], "workspace": act["hidden_grad"]}),
+    ]  # fmt: skip
+    return [
+        (name, {k: persistent.get(k, 0) + parts.get(k, 0) for k in KEYS}) for name, parts in phases
+    ]
+
+
+def _notes(
+    plan: _Plan, optimizer: str, quantize: str | None, checkpointing: bool, device: str
+) -> list[str]:
+    family = plan.shape.family
+    candidates = [
+        (True, "peak of a steady-state step: optimizer state exists, gradients are None between steps"),
+        (bool(plan.lora), f"LoRA r={plan.rank} on {', '.join(g.path for g in plan.lora)}; adapters, their gradients and optimizer state in fp32"),
+        (not plan.lora and plan.weight_bytes == 2, "16-bit full fine-tuning with fp32 master weights and optimizer state" if plan.master else "pure 16-bit training: optimizer state in the weights' dtype"),
+        (bool(quantize), "NF4 base: block linear weights at 4 bits plus absmax constants; embeddings, head, norms and biases upcast to fp32"),
+        (bool(quantize), "NF4 activations are counted in the compute dtype; fp32 norms can leave some in fp32 (not measured: needs bitsandbytes on a GPU)"),
+        (optimizer == "adamw", "AdamW is the fused kernel (HF Trainer's default); torch's foreach AdamW adds 4 bytes per trainable parameter during step()"),
+        (checkpointing, "gradient checkpointing keeps each block's input and recomputes one block at a time"),
+        (family not in ("bert", "roberta", "t5"), "the causal-LM loss upcasts logits to fp32: log-softmax, its gradient and the logits' gradient peak together"),
+        (bool(plan.shape.options.get("read_as")), f"the {plan.shape.options.get('read_as')} architecture is read as a LLaMA-shaped decoder"),
+        (family in ("bert", "roberta"), "trained as a masked LM (the MLM head, no pooler), loss over every position"),
+        (family == "t5", "encoder and decoder both run sequence_length tokens"),
+        (bool(plan.extra_parameters), f"the given parameter count differs from the module formulas by {plan.extra_parameters:+,}; the difference counts as embedding-like weights"),
+        (device == "cuda", f"overhead: CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} and {CUDA_FRAGMENTATION:.0%} allocator slack"),
+        (device == "cpu", f"overhead: the Python, torch and transformers runtime, {format_bytes(CPU_RUNTIME_BYTES)}"),
+    ]  # fmt: skip
+    return [text for wanted, text in candidates if wanted]
+
+
+def estimate_memory(
+    arch: ArchInfo,
+    *,
+    parameters: int | None = None,
+    batch_size: int,
+    sequence_length: int,
+    optimizer: str = "adamw",
+    precision: str = "fp32",
+    gradient_checkpointing: bool = False,
+    lora_rank: int | None = None,
+    lora_targets: list[str] | None = None,
+    quantize_base: str | None = None,
+    double_quant: bool = True,
+    attention: str = "sdpa",
+    device: str = "cuda",
+    config: dict | None = None,
+    master_weights: bool | None = None,
+) -> MemoryEstimate:
+    """Peak memory of training `arch` with these settings; `config` (config.json) sharpens it."""
+    _validate(batch_size, sequence_length, optimizer, precision, lora_rank, quantize_base, attention, device)  # fmt: skip
+    shape = model_shape(arch, config)
+    targets = (lora_targets or shape.default_lora_targets) if lora_rank else None
+    lora = tuple(shape.lora_targets(targets)) if lora_rank else ()
+    weight_bytes = PRECISION_BYTES[precision]
+    master = bool(not lora and weight_bytes == 2 and (master_weights is None or master_weights))
+    extra = (parameters - shape.parameters) if parameters else 0
+    plan = _Plan(shape, batch_size, sequence_length, weight_bytes, weight_bytes, lora, lora_rank or 0, master, extra)  # fmt: skip
+    tensors = _trainable_tensors(plan)
+    trainable = sum(n * k for n, k in tensors)
+    grad_bytes = 4 if lora else weight_bytes
+    state_bytes = 4 if (lora or master) else weight_bytes
+    persistent = {
+        "weights": _weights(plan, quantize_base, double_quant),
+        "adapters": 4 * trainable if lora else 0,
+        "master_weights": 4 * trainable if master else 0,
+        "optimizer": _optimizer_bytes(optimizer, tensors, state_bytes),
+    }
+    act = _activations(plan, attention, device, gradient_checkpointing)
+    dequant = 0  # bitsandbytes dequantises one 4-bit weight at a time for each matmul
+    if quantize_base:
+        widest = max(g.in_features * g.out_features for g in shape.linear_groups if g.in_blocks)
+        dequant = widest * weight_bytes
+    phases = _phases(persistent, act, _gradient_stages(plan, grad_bytes, tensors), dequant)
+    peak_phase, breakdown = max(phases, key=lambda item: sum(item[1].values()))
+    tensor_peak = sum(breakdown.values())
+    slack = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * tensor_peak)
+    breakdown["overhead"] = slack if device == "cuda" else CPU_RUNTIME_BYTES
+    inputs = {
+        "batch_size": batch_size, "sequence_length": sequence_length, "optimizer": optimizer, "precision": precision,
+        "gradient_checkpointing": gradient_checkpointing, "lora_rank": lora_rank, "lora_targets": targets,
+        "quantize_base": quantize_base, "double_quant": double_quant, "attention": attention, "device": device, "master_weights": master,
+    }  # fmt: skip
+    return MemoryEstimate(
+        total_bytes=sum(breakdown.values()),
+        breakdown=breakdown,
+        parameters=shape.parameters + plan.extra_parameters,
+        trainable_parameters=trainable,
+        peak_phase=peak_phase,
+        inputs=inputs,
+        notes=_notes(plan, optimizer, quantize_base, gradient_checkpointing, device),
+    )
+
+
+def estimate_for_model(model, **settings) -> MemoryEstimate:
+    """`estimate_memory` for a model reference (path, hub id, packaged name) or an open Model."""
+    from .models.handle import Model
+
+    if isinstance(model, str | Path):
+        model = Model.open(model)
+    config = model.source.config if model.source.config and model.kind != "gguf" else None
+    settings.setdefault("config", config)
+    if config is None and model.tensors:
+        settings.setdefault("parameters", model.parameters)
+    return estimate_memory(model.arch, **settings)
+
+
+# ---- measuring a real step, to check the estimate --------------------------------------------
+
+
+@dataclass
+class MeasuredPeak:
+    """Memory of real training steps, measured in a fresh process."""
+
+    peak_bytes: int  # peak during the steps minus the process before the model existed
+    model_bytes: int  # the built model (and adapters) alone
+    baseline_bytes: int  # the process after imports and a warm-up step
+    parameters: int
+    trainable_parameters: int
+    device: str
+    method: str  # "VmHWM" (CPU resident set's high-water mark) or "max_memory_allocated" (CUDA)
+    steps: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_training_step(
+    model_config: dict,
+    *,
+    batch_size: int,
+    sequence_length: int,
+    optimizer: str = "adamw",
+    precision: str = "fp32",
+    gradient_checkpointing: bool = False,
+    lora_rank: int | None = None,
+    lora_targets: list[str] | None = None,
+    attention: str = "sdpa",
+    device: str = "cpu",
+    steps: int = 2,
+    threads: int | None = None,
+    timeout: float = 600,
+) -> MeasuredPeak:
+    """Run `steps` real training steps of a model built from `model_config` in a fresh process.
+
+    On CPU the peak is the resident set's high-water mark (VmHWM, reset after the model is
+    built, so only the steps count) minus the resident set before the model existed; glibc is
+    told to return every allocation of 64 KiB or more at once (MALLOC_MMAP_THRESHOLD_), so the
+    resident set follows live tensors. getrusage's ru_maxrss is not used: across exec it keeps
+    the parent's high-water mark, so a child of a large process reports the parent's size. A warm-up step of a one-block copy runs first, so code pages and
+    thread pools loaded on first use are not counted. On CUDA it is max_memory_allocated. Two
+    steps by default: optimizer state is allocated lazily in the first, so the peak that a
+    run keeps hitting shows from the second on. Precision here is pure: 16-bit weights train
+    with 16-bit optimizer state (compare with `estimate_memory(..., master_weights=False)`).
+    `threads` caps torch's threads in the child (side-by-side measurements).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _validate(batch_size, sequence_length, optimizer, precision, lora_rank, None, attention, device)
+    shape = model_shape(_arch_of(model_config), model_config)  # fails fast on unusable configs
+    if optimizer == "adamw8bit":
+        raise InvalidInputError(
+            "measuring runs torch's own optimizers only", "measure with --optimizer adamw or sgd"
+        )
+    if lora_rank and lora_targets is None:
+        lora_targets = shape.default_lora_targets
+    spec = {
+        "config": model_config, "batch": batch_size, "seq": sequence_length, "optimizer": optimizer, "precision": precision,
+        "checkpointing": gradient_checkpointing, "lora_rank": lora_rank, "lora_targets": lora_targets,
+        "attention": attention, "device": device, "steps": steps, "threads": threads,
+    }  # fmt: skip
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TRANSFORMERS_VERBOSITY="error")
+    command = [
+        sys.executable,
+        "-c",
+        "from entrenar_tui.core.memory import _probe_main; _probe_main()",
+    ]
+    try:
+        done = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise InvalidInputError(
+            f"the measured training step took over {timeout:.0f} s",
+            "measure a smaller configuration",
+        ) from exc
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InvalidInputError(
+            f"the measured training step failed: {last}",
+            "check that this configuration trains with transformers on this machine",
+        )
+    return MeasuredPeak(**json.loads(lines[-1]))
+
+
+def _arch_of(config: dict) -> ArchInfo:
+    from .models.arch import from_config
+
+    return from_config(config)
+
+
+# ---- the child process of measure_training_step (imports torch) --------------------------------
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers")
+
+
+def _build(spec: dict, layers: int | None = None):
+    import torch
+    import transformers
+
+    params = dict(spec["config"])
+    model_type = params.pop("model_type")
+    for key in _LAYER_KEYS:
+        if layers and key in params:
+            params[key] = layers
+    config = transformers.AutoConfig.for_model(model_type, **params)
+    config._attn_implementation = spec["attention"]
+    config.use_cache = False
+    if model_type == "t5":
+        config.decoder_start_token_id = config.decoder_start_token_id or 0
+    kind = {
+        "bert": "AutoModelForMaskedLM",
+        "roberta": "AutoModelForMaskedLM",
+        "t5": "AutoModelForSeq2SeqLM",
+    }
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        spec["precision"]
+    ]
+    torch.manual_seed(0)
+    with torch.device(spec["device"]):
+        model = getattr(transformers, kind.get(model_type, "AutoModelForCausalLM")).from_config(
+            config
+        )
+    model = model.to(dtype)
+    if spec["lora_rank"]:
+        import peft
+
+        rank = spec["lora_rank"]
+        lora = peft.LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules=spec["lora_targets"], lora_dropout=0.0
+        )
+        model = peft.get_peft_model(model, lora)
+    if spec["checkpointing"]:
+        model.gradient_checkpointing_enable()
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if spec["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(trainable, lr=1e-4, momentum=0.9)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
+    return model, optimizer, config.vocab_size
+
+
+def _train(model, optimizer, vocab: int, spec: dict, batch: int, seq: int, steps: int) -> None:
+    import torch
+
+    ids = torch.randint(0, vocab, (batch, seq), device=spec["device"])
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids.clone()).loss  # the outputs go before backward
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def _resident() -> tuple[int, int]:
+    """(current, peak) resident set in bytes, from /proc/self/status."""
+    lines = Path("/proc/self/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _probe_main() -> None:
+    import gc
+    import json
+    import sys
+    import time
+
+    import torch
+
+    spec = json.loads(sys.stdin.read())
+    cuda = spec["device"] == "cuda"
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    model, optimizer, vocab = _build(spec, layers=1)
+    _train(model, optimizer, vocab, spec, 1, min(8, spec["seq"]), 2)  # page in code and threads
+    del model, optimizer
+    gc.collect()
+    baseline = torch.cuda.memory_allocated() if cuda else _resident()[0]
+    started = time.perf_counter()
+    model, optimizer, vocab = _build(spec)
+    built = torch.cuda.memory_allocated() if cuda else _resident()[0]
+    method = "max_memory_allocated" if cuda else "VmHWM"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:  # restart the high-water mark here (ru_maxrss would carry the parent's, across exec)
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            method = "VmHWM since start"  # the warm-up and the model's build count too
+    _train(model, optimizer, vocab, spec, spec["batch"], spec["seq"], spec["steps"])
+    peak = torch.cuda.max_memory_allocated() if cuda else _resident()[1]
+    result = {
+        "peak_bytes": peak - baseline, "model_bytes": built - baseline, "baseline_bytes": baseline,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "device": spec["device"], "method": method,
+        "steps": spec["steps"], "seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip
+    print(json.dumps(result))
