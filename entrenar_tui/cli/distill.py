@@ -208,3 +208,114 @@ def show_export(r) -> None:
             ("verified", r.conversion.get("verified")),
         ]
     render.show(render.kv_table("distill export", rows))
+
+
+@app.command()
+def estimate(
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Teacher model (or take it from --config).")
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option("--student", help="Student model (default: every third teacher layer)."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
+    sequence_length: Annotated[int | None, typer.Option("--sequence-length", "-s", min=8)] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Start from this config.")
+    ] = None,
+    steps: Annotated[
+        int, typer.Option("--steps", min=0, help="Real steps to time (0: memory only).")
+    ] = 2,
+    overrides: SetOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Memory (teacher inference + student training) and time per step, measured here."""
+    from ..core.distill.estimate import estimate_distillation
+
+    def call():
+        cfg = _estimate_config(
+            teacher, student, batch_size, sequence_length, config, overrides or []
+        )
+        device = cfg.device if cfg.device != "auto" else _auto_device()
+        return estimate_distillation(cfg, steps, device)
+
+    run(call, json_out=json_out, debug=debug, show=show_estimate)
+
+
+def _auto_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _estimate_config(teacher, student, batch_size, sequence_length, config, overrides):
+    from ..core.distill.config import load_config, parse_config
+    from ..core.errors import ConfigError, InvalidInputError
+    from ..core.models import Model
+
+    sets = list(overrides)
+    if batch_size:
+        sets.append(f"training.batch_size={batch_size}")
+    if sequence_length:
+        sets.append(f"dataset.max_length={sequence_length}")
+    if config:
+        if teacher:
+            sets.append(f"teacher.model_id={teacher}")
+        return load_config(config, sets)
+    if not teacher:
+        raise InvalidInputError(
+            "give --teacher T or --config F",
+            "e.g. entrenar distill estimate --teacher smollm2-135m --batch-size 4 --sequence-length 128",
+        )
+    if student:
+        student_part = {"model_id": student}
+    else:
+        layers = Model.open(teacher).arch.layers or 1
+        student_part = {"init_from_teacher": {"layers": list(range(0, layers, 3))}}
+    from ..core.distill.config import apply_overrides
+
+    cfg, problems = parse_config(
+        apply_overrides(
+            {
+                "teacher": {"model_id": teacher},
+                "student": student_part,
+                "training": {"max_steps": 100},
+            },
+            sets,
+        )
+    )
+    if problems:
+        raise ConfigError(f"{problems[0].path}: {problems[0].message}", problems[0].hint)
+    return cfg
+
+
+def show_estimate(r) -> None:
+    total = r.total_bytes or 1
+    rows = [
+        [k, render.human_bytes(v), f"{100 * v / total:.1f}%"] for k, v in r.breakdown.items() if v
+    ]
+    rows.append(["total", render.human_bytes(r.total_bytes), "100%"])
+    render.show(
+        render.table(
+            f"distillation memory ({r.device}): {r.teacher} -> {r.student}",
+            ["term", "bytes", "share"],
+            rows,
+            right={1, 2},
+        )
+    )
+    render.line(
+        f"teacher {r.teacher_parameters:,} parameters; student {r.student_parameters:,}; batch {r.batch_size} x {r.sequence_length} tokens"
+    )
+    if r.seconds_per_step:
+        eta = (
+            f"; {r.total_steps} steps take about {r.estimated_seconds / 60:.1f} min"
+            if r.estimated_seconds
+            else ""
+        )
+        render.line(
+            f"measured: {r.seconds_per_step:.2f} s/step, {r.tokens_per_second:,.0f} tokens/s{eta}"
+        )
+    for note in r.notes:
+        render.line(f"note: {note}")

@@ -308,3 +308,38 @@ def test_export_checkpoint_rebuilds_the_student(finished_run, tmp_path):
     final = load_file(run_dir / "final" / "model.safetensors")
     exported = load_file(out)
     assert all((final[k] == exported[k]).all() for k in final)  # step 12 is the final step
+
+
+def test_estimate_memory_and_measured_speed(tiny_lm_pair, tmp_path):
+    teacher, student = tiny_lm_pair
+    config = write_config(tmp_path / "c.yaml", teacher, student)
+    result = runner.invoke(
+        app, ["distill", "estimate", "--config", str(config), "--steps", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    est = json.loads(result.stdout)
+    assert est["total_bytes"] == sum(est["breakdown"].values())
+    assert est["breakdown"]["teacher_weights"] == 4 * est["teacher_parameters"]
+    assert est["seconds_per_step"] > 0 and est["estimated_seconds"] == pytest.approx(
+        12 * est["seconds_per_step"]
+    )
+    no_measure = runner.invoke(
+        app,
+        [
+            "distill",
+            "estimate",
+            "--teacher",
+            str(teacher),
+            "--student",
+            str(student),
+            "-b",
+            "2",
+            "-s",
+            "32",
+            "--steps",
+            "0",
+            "--json",
+        ],
+    )
+    assert no_measure.exit_code == 0, no_measure.output
+    assert json.loads(no_measure.stdout)["seconds_per_step"] is None

@@ -166,7 +166,10 @@ def build(config: DistillConfig) -> Setup:
     data = build_dataset(docs, tokenizer, ds.max_length, ds.eval_fraction)
     t = config.training
     params = [p for p in list(student.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    # fused: one kernel per step, no foreach temporaries (what the memory estimator assumes)
+    optimizer = torch.optim.AdamW(
+        params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=True
+    )
     per_step = t.batch_size * t.gradient_accumulation * world_size
     steps_per_epoch = max(1, len(data.train) // per_step)
     total = t.max_steps or t.epochs * steps_per_epoch

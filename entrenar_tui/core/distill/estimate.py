@@ -1,0 +1,137 @@
+"""`distill estimate`: will this run fit, and how long will it take?
+
+Memory: the student's training step from the one estimator (core/memory.py) plus the frozen
+teacher's inference (weights, one block's transient activations, fp32 logits). Time: a few real
+training steps of this configuration on this hardware, timed after a warm-up step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..errors import InvalidInputError
+from ..memory import estimate_memory
+from ..models import Model
+from .config import DistillConfig
+
+FP32 = 4
+
+
+@dataclass
+class DistillEstimate:
+    teacher: str
+    student: str
+    batch_size: int
+    sequence_length: int
+    device: str
+    total_bytes: int
+    breakdown: dict[str, int]
+    student_estimate: dict
+    teacher_parameters: int
+    student_parameters: int
+    seconds_per_step: float | None = None
+    tokens_per_second: float | None = None
+    total_steps: int | None = None
+    estimated_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def teacher_inference_bytes(arch, parameters: int, batch: int, seq: int) -> dict[str, int]:
+    """Frozen fp32 teacher under no_grad: weights, the widest block's transient tensors, logits.
+    Only one block's activations live at a time without autograd; the fp32 logits (and their
+    softened copy for KD) dominate at large vocabularies."""
+    tokens = batch * seq
+    hidden, inter, vocab = arch.hidden_size or 0, arch.intermediate_size or 0, arch.vocab_size or 0
+    block = tokens * (4 * hidden + 3 * inter) * FP32
+    return {
+        "teacher_weights": parameters * FP32,
+        "teacher_activations": block,
+        "teacher_logits": 2 * tokens * vocab * FP32,
+    }
+
+
+def _student_arch(config: DistillConfig, teacher_model: Model):
+    if config.student.init_from_teacher is not None:
+        n = len(config.student.init_from_teacher.layers)
+        arch = dataclasses.replace(teacher_model.arch, layers=n)
+        cfg = dict(teacher_model.source.config) if teacher_model.source.config else None
+        if cfg is not None:
+            cfg["num_hidden_layers"] = n
+        return arch, cfg, None
+    student = Model.open(config.student.model_id)
+    params = student.parameters if student.tensors and not student.source.config else None
+    return student.arch, student.source.config if student.kind != "gguf" else None, params
+
+
+def estimate_distillation(
+    config: DistillConfig, measure_steps: int = 2, device: str = "cuda"
+) -> DistillEstimate:
+    teacher = Model.open(config.teacher.model_id)
+    arch, cfg, params = _student_arch(config, teacher)
+    t, lora = config.training, config.student.lora
+    seq = config.dataset.max_length
+    student = estimate_memory(
+        arch, config=cfg, parameters=params, batch_size=t.batch_size, sequence_length=seq, optimizer="adamw",
+        precision="fp32", gradient_checkpointing=t.gradient_checkpointing, lora_rank=lora.rank if lora.enabled else None,
+        lora_targets=lora.target_modules if lora.enabled else None, attention="eager", device=device, master_weights=False,
+    )  # fmt: skip
+    teacher_terms = teacher_inference_bytes(teacher.arch, teacher.parameters, t.batch_size, seq)
+    breakdown = {**teacher_terms, **{f"student_{k}": v for k, v in student.breakdown.items()}}
+    result = DistillEstimate(
+        teacher=config.teacher.model_id, student=config.student.model_id or f"teacher layers {config.student.init_from_teacher.layers}",
+        batch_size=t.batch_size, sequence_length=seq, device=device, total_bytes=sum(breakdown.values()), breakdown=breakdown,
+        student_estimate=student.to_dict(), teacher_parameters=teacher.parameters, student_parameters=student.parameters,
+        notes=["teacher in fp32 under no_grad; student trained in fp32 with AdamW (the trainer's defaults)", *student.notes],
+    )  # fmt: skip
+    if measure_steps:
+        _measure(config, result, measure_steps)
+    return result
+
+
+def _measure(config: DistillConfig, result: DistillEstimate, steps: int) -> None:
+    """Time real steps of this configuration (after one warm-up step)."""
+    import torch
+
+    from .trainer import Progress, build, train_step
+
+    small = config.model_copy(
+        update={
+            "dataset": config.dataset.model_copy(
+                update={"max_documents": config.dataset.max_documents or 400, "eval_fraction": 0.0}
+            )
+        }
+    )
+    s = build(small)
+    needed = (steps + 1) * config.training.batch_size * config.training.gradient_accumulation
+    if len(s.train_blocks) < needed:
+        raise InvalidInputError(
+            f"the dataset has too few blocks ({len(s.train_blocks)}) to time {steps + 1} steps",
+            "lower dataset.max_length or add text",
+        )
+    p = Progress()
+    train_step(s, p, None)
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step(s, p, None)
+    if s.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - started) / steps
+    t = config.training
+    full_steps = t.max_steps
+    result.seconds_per_step = per_step
+    result.tokens_per_second = (
+        t.batch_size * t.gradient_accumulation * config.dataset.max_length / per_step
+    )
+    result.device = s.device
+    if full_steps:
+        result.total_steps = full_steps
+        result.estimated_seconds = per_step * full_steps
+    else:
+        result.notes.append(
+            "set training.max_steps for a total time estimate (epochs depend on the corpus size)"
+        )
