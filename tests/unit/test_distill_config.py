@@ -174,3 +174,14 @@ def test_init_writes_a_config_that_validates(tmp_path, tiny_lm_pair):
     again = runner.invoke(app, ["distill", "init", "--teacher", str(teacher), "--output", str(out)])
     assert again.exit_code == 2 and "--force" in again.stderr
     assert yaml.safe_load(starter_config("x"))["teacher"]["model_id"] == "x"
+
+
+def test_run_that_cannot_fit_is_a_warning_not_an_error(base, tmp_path):
+    cfg = _set(_set(base, "training.batch_size", 100000), "dataset", {"max_length": 4096})
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["distill", "validate", "--config", str(file), "--json"])
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["ok"]
+    warning = [p for p in report["problems"] if p["severity"] == "warning"]
+    assert warning and "needs about" in warning[0]["message"] and "batch_size" in warning[0]["hint"]

@@ -146,6 +146,43 @@ def _model_checks(data: dict, problems: list[Problem]) -> tuple[dict | None, dic
     return teacher.to_dict(), student.to_dict() if student else None
 
 
+def _available_memory(device: str) -> tuple[str, int]:
+    import psutil
+
+    if device in ("cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda", torch.cuda.get_device_properties(0).total_memory
+    return "cpu", psutil.virtual_memory().available
+
+
+def _memory_warning(config, problems: list[Problem]) -> None:
+    """The estimator's verdict, as a warning: estimates can be off, the user decides."""
+    from ..sizes import format_bytes
+    from .estimate import estimate_distillation
+
+    device, available = _available_memory(config.device)
+    try:
+        need = estimate_distillation(config, measure_steps=0, device=device).total_bytes
+    except EntrenarError as exc:
+        problems.append(
+            Problem(
+                path="(memory)",
+                message=f"could not estimate memory: {exc.message}",
+                hint=exc.hint,
+                severity="warning",
+            )
+        )
+        return
+    if need > available:
+        problems.append(Problem(
+            path="training.batch_size", value=config.training.batch_size, severity="warning",
+            message=f"the run needs about {format_bytes(need)} but {device} has {format_bytes(available)} available",
+            hint="lower training.batch_size or dataset.max_length, enable training.gradient_checkpointing or student.lora",
+        ))  # fmt: skip
+
+
 def validate_config(
     ref: str | Path, overrides: list[str] | None = None, check_models: bool = True
 ) -> ConfigReport:
@@ -155,6 +192,8 @@ def validate_config(
     report = ConfigReport(str(path), problems)
     if check_models:
         report.teacher, report.student = _model_checks(data, report.problems)
+    if config is not None and check_models and report.ok:
+        _memory_warning(config, report.problems)
     if (
         config is not None
         and config.distillation.attention.enabled
