@@ -123,3 +123,126 @@ def show_convert(r) -> None:
     render.show(render.kv_table("lora convert", rows))
     for note in d.get("notes", []):
         render.line(f"note: {note}")
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Model: folder, file, hub id, packaged name, or a bare config.json."
+    ),
+]
+HeadroomOpt = Annotated[
+    float, typer.Option("--headroom", min=0, max=0.99, help="Share of VRAM kept free (0.1 = 10%).")
+]
+_METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA (bf16 base)", "qlora": "QLoRA (4-bit NF4 base)"}  # fmt: skip
+
+
+@app.command()
+def plan(
+    model: ModelOpt,
+    vram: Annotated[str, typer.Option("--vram", help="GPU memory, e.g. 16GB (= 16 GiB).")],
+    method: Annotated[
+        str, typer.Option("--method", help="auto | full | lora[-RANK] | qlora[-RANK]")
+    ] = "auto",
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Effective batch (default 16), micro-batched."),
+    ] = None,
+    sequence_length: Annotated[
+        int | None,
+        typer.Option("--sequence-length", min=1, help="Tokens per sample (default 2048)."),
+    ] = None,
+    headroom: HeadroomOpt = 0.1,
+    write_config: Annotated[
+        str | None,
+        typer.Option("--write-config", help="Write the settings as a distill.yaml fragment."),
+    ] = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The best full/LoRA/QLoRA configuration that fits a GPU, and why bigger ones do not."""
+    from ..core.lora.plan import plan_lora
+
+    run(
+        lambda: plan_lora(
+            model,
+            vram,
+            method=method,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            headroom=headroom,
+            write_config=write_config,
+        ),
+        json_out=json_out,
+        debug=debug,
+        show=show_plan,
+    )
+
+
+def show_plan(p) -> None:
+    adapter = f"r={p.rank}, alpha={p.alpha}, {p.target_set}: {', '.join(p.target_modules)}"
+    rows = [("model", p.model), ("method", _METHOD_NAMES[p.method] + (" with 8-bit AdamW" if p.optimizer == "adamw8bit" else "")),
+            ("adapter", adapter if p.rank else "-"), ("batch", f"{p.batch_size} x {p.gradient_accumulation} accumulation = {p.effective_batch_size}"),
+            ("gradient checkpointing", "on" if p.gradient_checkpointing else "off"), ("sequence length", p.sequence_length),
+            ("trainable", f"{render.human_count(p.trainable_parameters)} of {render.human_count(p.parameters)} ({p.trainable_share:.2%})"),
+            ("memory", f"{render.human_bytes(p.memory.total_bytes)} of {render.human_bytes(p.vram_bytes)} ({p.utilization:.0%}; budget {render.human_bytes(p.budget_bytes)})"),
+            ("speed vs full", f"{p.relative_speed:.2f}x"), ("quality", p.quality_note)]  # fmt: skip
+    render.show(render.kv_table("lora plan", rows))
+    if p.rejected:
+        why = [[r.option, f"micro-batch {r.batch_size}" + (", checkpointing" if r.gradient_checkpointing else ""),
+                render.human_bytes(r.memory_bytes), "fits the card only without the headroom" if r.memory_bytes <= p.vram_bytes else ""]
+               for r in p.rejected]  # fmt: skip
+        title = f"why not the better options (budget {render.human_bytes(p.budget_bytes)})"
+        render.show(render.table(title, ["option", "smallest tried", "needs", ""], why, right={2}))
+    for note in p.notes:
+        render.line(f"note: {note}")
+    if p.config_written:
+        render.line(f"wrote {p.config_written}")
+
+
+@app.command()
+def compare(
+    model: ModelOpt,
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma list, e.g. full,lora-16,lora-64,qlora-4bit.")
+    ] = "full,lora-16,lora-64,qlora-4bit",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Micro-batch.")] = 1,
+    sequence_length: Annotated[
+        int, typer.Option("--sequence-length", min=1, help="Tokens per sample.")
+    ] = 2048,
+    vram: Annotated[
+        str | None, typer.Option("--vram", help="Mark which fit, e.g. 24GB (= 24 GiB).")
+    ] = None,
+    checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = True,
+    headroom: HeadroomOpt = 0.1,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Memory, trainable parameters, relative speed and quality of methods, side by side."""
+    from ..core.lora.plan import compare_methods
+
+    run(
+        lambda: compare_methods(
+            model,
+            methods.split(","),
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            vram=vram,
+            gradient_checkpointing=checkpointing,
+            headroom=headroom,
+        ),
+        json_out=json_out,
+        debug=debug,
+        show=show_compare,
+    )
+
+
+def show_compare(c) -> None:
+    rows = [[r.method, render.human_bytes(r.memory_bytes), f"{render.human_count(r.trainable_parameters)} ({r.trainable_share:.2%})",
+             f"{r.relative_speed:.2f}x", "-" if r.fits is None else ("yes" if r.fits else "no"), r.quality_note] for r in c.rows]  # fmt: skip
+    title = f"{c.model}: micro-batch {c.batch_size}, {c.sequence_length} tokens, checkpointing {'on' if c.gradient_checkpointing else 'off'}"  # fmt: skip
+    render.show(render.table(title, ["method", "memory", "trainable", "speed", "fits", "quality"], rows, right={1, 2, 3}))  # fmt: skip
+    for note in c.notes:
+        render.line(f"note: {note}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,3 +101,77 @@ def test_convert_to_pth(adapter_pair, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pth" / "adapter_model.bin").exists()
+
+
+# ---- lora plan / lora compare --------------------------------------------------------------------
+
+LLAMA_CONFIG = str(Path(__file__).parents[1] / "data" / "configs" / "llama-2-7b.json")
+
+
+@pytest.mark.parametrize(
+    "vram, method, rank", [("16GB", "qlora", 64), ("24GB", "lora", 64), ("80GB", "full", None)]
+)
+def test_plan_json_for_llama2_7b(vram, method, rank):
+    result = runner.invoke(app, ["lora", "plan", "--model", LLAMA_CONFIG, "--vram", vram, "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert (plan["method"], plan["rank"]) == (method, rank)
+    assert plan["memory"]["total_bytes"] <= plan["vram_bytes"] and plan["utilization"] <= 1
+    assert plan["batch_size"] * plan["gradient_accumulation"] == 16
+    assert plan["rejected"] and all(
+        r["memory_bytes"] > plan["budget_bytes"] for r in plan["rejected"]
+    )
+
+
+def test_plan_table_explains_and_writes_config(tmp_path):
+    import yaml
+
+    out = tmp_path / "lora.yaml"
+    result = runner.invoke(
+        app,
+        ["lora", "plan", "-m", LLAMA_CONFIG, "--vram", "16GB", "--write-config", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "QLoRA" in result.stdout and "why not the better options" in result.stdout
+    assert f"wrote {out}" in result.stdout
+    fragment = yaml.safe_load(out.read_text())
+    assert fragment["student"]["lora"]["rank"] == 64
+    assert fragment["training"]["gradient_checkpointing"] is True
+
+
+def test_plan_that_cannot_fit_exits_2():
+    result = runner.invoke(app, ["lora", "plan", "-m", LLAMA_CONFIG, "--vram", "4GB"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "needs at least" in result.stderr
+    assert "hint: " in result.stderr
+
+
+def test_plan_bad_method_json_error():
+    result = runner.invoke(
+        app, ["lora", "plan", "-m", LLAMA_CONFIG, "--vram", "16GB", "--method", "dora", "--json"]
+    )
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == 2 and "lora-RANK" in error["hint"]
+
+
+def test_plan_needs_vram():
+    result = runner.invoke(app, ["lora", "plan", "-m", LLAMA_CONFIG])
+    assert result.exit_code == 2
+
+
+def test_compare_json_and_table():
+    args = ["lora", "compare", "-m", LLAMA_CONFIG, "--methods", "full,lora-16,lora-64,qlora-4bit"]
+    result = runner.invoke(app, [*args, "--vram", "24GB", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["method"] for r in rows] == ["full", "lora-16", "lora-64", "qlora-4bit"]
+    assert [r["fits"] for r in rows] == [False, True, True, True]
+    assert all(isinstance(r["memory_bytes"], int) for r in rows)
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "qlora-4bit" in table.stdout and "Dettmers" in table.stdout
+
+
+def test_compare_unknown_method_exits_2():
+    result = runner.invoke(app, ["lora", "compare", "-m", LLAMA_CONFIG, "--methods", "full,bogus"])
+    assert result.exit_code == 2 and "unknown method" in result.stderr
