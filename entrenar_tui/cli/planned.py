@@ -9,14 +9,6 @@ from ..core.errors import NotBuiltError
 from .common import run
 
 PLANNED = {
-    "distill": (
-        ["run", "estimate", "validate", "export", "init"],
-        "Knowledge distillation (teacher -> student).",
-    ),
-    "lora": (
-        ["plan", "compare", "merge", "inspect", "convert"],
-        "LoRA/QLoRA planning and adapter tools.",
-    ),
     "bench": (
         ["temperature", "compare", "profile", "ablation", "report", "worker"],
         "Benchmark sweeps.",
