@@ -221,7 +221,7 @@ def compare(
     debug: DebugOpt = False,
 ) -> None:
     """Memory, trainable parameters, relative speed and quality of methods, side by side."""
-    from ..core.lora.plan import compare_methods
+    from ..core.lora.compare import compare_methods
 
     run(
         lambda: compare_methods(

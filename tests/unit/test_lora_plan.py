@@ -15,13 +15,8 @@ import yaml
 from conftest import TINY_CONFIGS
 from entrenar_tui.core.distill.config import DistillConfig, LoraConfig, TrainingConfig
 from entrenar_tui.core.errors import InvalidInputError
-from entrenar_tui.core.lora.plan import (
-    Method,
-    compare_methods,
-    parse_method,
-    plan_lora,
-    relative_speed,
-)
+from entrenar_tui.core.lora.compare import compare_methods
+from entrenar_tui.core.lora.plan import Method, parse_method, plan_lora, relative_speed
 from entrenar_tui.core.memory import estimate_memory
 from entrenar_tui.core.memory_params import count_parameters, model_shape
 from entrenar_tui.core.models.arch import from_config

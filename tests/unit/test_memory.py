@@ -29,13 +29,8 @@ from entrenar_tui.core.memory import (
     estimate_memory,
     measure_training_step,
 )
-from entrenar_tui.core.memory_params import (
-    ModelShape,
-    Saved,
-    count_parameters,
-    model_shape,
-    saved_inventory,
-)
+from entrenar_tui.core.memory_activations import Saved, saved_inventory
+from entrenar_tui.core.memory_params import ModelShape, count_parameters, model_shape
 from entrenar_tui.core.models.arch import ArchInfo, from_config
 
 # meta-llama/Llama-2-7b-hf config.json, as published
@@ -235,7 +230,7 @@ def _exact_peak(config: dict, batch: int, seq: int, **settings) -> int:
     """Live tensor bytes at the peak of the second training step (profiler memory events)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from entrenar_tui.core.memory import _build, _train
+    from entrenar_tui.core.memory_probe import _build, _train
 
     lora = settings.get("lora_rank")
     targets = model_shape(from_config(config), config).default_lora_targets if lora else None
