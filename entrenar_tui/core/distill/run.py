@@ -188,7 +188,7 @@ def _start_or_resume(
         run.truncate_metrics_after(p.step)
         run.log(f"resumed from {checkpoint.name}")
         emit({"event": "resume", "step": p.step, "checkpoint": str(checkpoint)})
-        return p, checkpoint, {}
+        return p, checkpoint, _baseline_from_metrics(run)
     baseline = {
         "teacher": _teacher_eval(s),
         "student_before": _eval_record(s, 0, with_samples=False),
@@ -204,6 +204,19 @@ def _start_or_resume(
         }
     )
     return Progress(), None, baseline
+
+
+def _baseline_from_metrics(run: RunDir) -> dict:
+    """The step-0 evaluation a resumed run already wrote, so its summary still shows it."""
+    import json
+
+    path = run.path / "metrics.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        record = json.loads(line)
+        if record.get("kind") == "eval" and record.get("step") == 0:
+            teacher = {"eval_ppl": record.get("teacher_eval_ppl")}
+            return {"teacher": teacher, "student_before": record}
+    return {}
 
 
 def _teacher_eval(s: Setup) -> dict:
