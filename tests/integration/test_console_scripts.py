@@ -1,14 +1,17 @@
 """The installed console scripts, as real processes (a few only: each costs a Python start)."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 
 def run(*args):
-    exe = shutil.which(args[0])
+    # the venv's scripts sit beside its python, whether or not the venv is on PATH
+    exe = shutil.which(args[0], path=os.path.dirname(sys.executable)) or shutil.which(args[0])
     if exe is None:
         pytest.skip(f"{args[0]} not on PATH (package not installed)")
     return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=120)
