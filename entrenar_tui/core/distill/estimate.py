@@ -48,10 +48,14 @@ def teacher_inference_bytes(arch, parameters: int, batch: int, seq: int) -> dict
     tokens = batch * seq
     hidden, inter, vocab = arch.hidden_size or 0, arch.intermediate_size or 0, arch.vocab_size or 0
     block = tokens * (4 * hidden + 3 * inter) * FP32
+    # the chunked KD loss keeps ~5 fp32 (chunk x vocab) buffers alive in backward: softened
+    # student log-probs, teacher probs, their product and two gradients (losses.py, 512 tokens)
+    kd = 5 * min(tokens, 512) * vocab * FP32
     return {
         "teacher_weights": parameters * FP32,
         "teacher_activations": block,
         "teacher_logits": 2 * tokens * vocab * FP32,
+        "kd_loss": kd,
     }
 
 

@@ -19,12 +19,23 @@ from .rundir import FollowerRunDir, RunDir
 from .trainer import Event, Progress, RunResult, Setup, _unwrap, build, train_step
 
 
-def _rss_or_cuda_bytes(device: str) -> int:
+def peak_memory_bytes(device: str) -> int:
+    """Peak memory since the last call: CUDA's allocator peak (then reset), or on CPU the
+    process's resident high-water mark (VmHWM; monotone, it includes model loading)."""
     if device.startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated())
-    import psutil
+        peak = int(torch.cuda.max_memory_allocated())
+        torch.cuda.reset_peak_memory_stats()
+        return peak
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
 
-    return int(psutil.Process().memory_info().rss)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -252,7 +263,7 @@ def _loop(
                 "tokens": p.tokens,
                 **terms,
                 "tokens_per_s": (p.tokens - tokens_before) / max(now - step_start, 1e-9),
-                "memory_bytes": _rss_or_cuda_bytes(s.device),
+                "memory_bytes": peak_memory_bytes(s.device),
             }
             run.append_metrics(record)
             run.write_status("running", p.step, s.total_steps)
