@@ -223,25 +223,21 @@ def measure_peak(side: str, argv: list[str]) -> dict:
 
 
 def estimate(args, device: str) -> dict:
-    """Student training step (the estimator) + teacher weights + teacher logits (fp32)."""
-    from entrenar_tui.core.distill.modeling import hf_folder
-    from entrenar_tui.core.memory import estimate_memory
-    from entrenar_tui.core.memory_params import count_parameters
-    from entrenar_tui.core.models.arch import from_config
+    """What `entrenar distill estimate` predicts for this run (teacher inference, KD loss and
+    the student's training step, from core/memory.py)."""
+    from entrenar_tui.core.distill.config import DistillConfig
+    from entrenar_tui.core.distill.estimate import estimate_distillation
 
-    teacher_cfg = json.loads((hf_folder(args.teacher) / "config.json").read_text())
-    student_cfg = dict(teacher_cfg, num_hidden_layers=len(args.layers))
-    student = estimate_memory(from_config(student_cfg), config=student_cfg, batch_size=args.batch,
-                              sequence_length=args.seq, attention="eager", device=device)  # fmt: skip
-    teacher_weights = 4 * count_parameters(from_config(teacher_cfg), teacher_cfg)
-    teacher_logits = 4 * args.batch * args.seq * teacher_cfg["vocab_size"]
-    total = student.total_bytes + teacher_weights + teacher_logits
+    cfg = DistillConfig.model_validate({
+        "teacher": {"model_id": args.teacher}, "student": {"init_from_teacher": {"layers": list(args.layers)}},
+        "training": {"batch_size": args.batch, "max_steps": 1}, "dataset": {"max_length": args.seq},
+    })  # fmt: skip
+    est = estimate_distillation(cfg, measure_steps=0, device=device)
+    overhead = est.breakdown.get("student_overhead", 0)
     return {
-        "total_bytes": total,
-        "tensor_bytes": total - student.breakdown["overhead"],
-        "student_step": student.to_dict(),
-        "teacher_weights": teacher_weights,
-        "teacher_logits": teacher_logits,
+        "total_bytes": est.total_bytes,
+        "tensor_bytes": est.total_bytes - overhead,
+        "breakdown": est.breakdown,
     }
 
 
