@@ -164,30 +164,24 @@ def run_distillation(
             dist.barrier()
             dist.destroy_process_group()
     except EntrenarError as exc:
-        st = run.status()
-        run.write_status(
-            "failed",
-            st.get("step", 0),
-            st.get("total_steps", 0),
-            {"message": exc.message, "hint": exc.hint},
-        )
-        run.log(f"failed: {exc.message}")
+        _mark_failed(run, exc.message, exc.hint)
         emit({"event": "end", "state": "failed", "error": exc.to_dict()})
         raise
     except Exception as exc:
-        st = run.status()
-        run.write_status(
-            "failed",
-            st.get("step", 0),
-            st.get("total_steps", 0),
-            {
-                "message": f"{type(exc).__name__}: {exc}",
-                "hint": "see events.log; rerun with --debug",
-            },
-        )
-        run.log(f"crashed: {type(exc).__name__}: {exc}")
+        _mark_failed(run, f"{type(exc).__name__}: {exc}", "see events.log; rerun with --debug")
         raise
     return result
+
+
+def _mark_failed(run: RunDir, message: str, hint: str) -> None:
+    status = run.status()
+    run.write_status(
+        "failed",
+        status.get("step", 0),
+        status.get("total_steps", 0),
+        {"message": message, "hint": hint},
+    )
+    run.log(f"failed: {message}")
 
 
 def _start_or_resume(
