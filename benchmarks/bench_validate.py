@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_info import llama_shapes as llama_shape_table  # one table, run from benchmarks/
 
 from entrenar_tui.core.inspect.validate import validate_model
 from entrenar_tui.core.models.safetensors_format import read_header
@@ -29,18 +30,7 @@ LAYERS, HIDDEN, INTER, VOCAB = 8, 1024, 2816, 8192
 
 
 def llama_shapes() -> dict[str, list[int]]:
-    shapes = {"model.embed_tokens.weight": [VOCAB, HIDDEN], "lm_head.weight": [VOCAB, HIDDEN]}
-    for i in range(LAYERS):
-        p = f"model.layers.{i}."
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            shapes[p + f"self_attn.{name}.weight"] = [HIDDEN, HIDDEN]
-        shapes[p + "mlp.gate_proj.weight"] = [INTER, HIDDEN]
-        shapes[p + "mlp.up_proj.weight"] = [INTER, HIDDEN]
-        shapes[p + "mlp.down_proj.weight"] = [HIDDEN, INTER]
-        shapes[p + "input_layernorm.weight"] = [HIDDEN]
-        shapes[p + "post_attention_layernorm.weight"] = [HIDDEN]
-    shapes["model.norm.weight"] = [HIDDEN]
-    return shapes
+    return llama_shape_table(LAYERS, HIDDEN, INTER, VOCAB)
 
 
 def write_model(folder: Path, dtype: str) -> Path:

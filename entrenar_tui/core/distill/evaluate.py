@@ -16,6 +16,7 @@ class EvalResult:
     eval_ppl: float
     eval_top1_agreement: float | None
     tokens: int
+    teacher_loss: float | None = None  # from the same teacher pass as the agreement
     samples: list[dict] = field(default_factory=list)
 
 
@@ -31,7 +32,7 @@ def evaluate(
     """Mean next-token CE over every held-out token; with a teacher, how often argmaxes agree."""
     was_training = model.training
     model.eval()
-    total_nll, total_tokens, agree = 0.0, 0, 0
+    total_nll, total_tokens, agree, teacher_nll = 0.0, 0, 0, 0.0
     for ids in _batches(blocks, batch_size, device):
         logits = model(input_ids=ids).logits[:, :-1].float()
         targets = ids[:, 1:]
@@ -41,8 +42,13 @@ def evaluate(
         total_nll += float(nll)
         total_tokens += targets.numel()
         if teacher is not None:
-            t_logits = teacher(input_ids=ids).logits[:, :-1]
+            t_logits = teacher(input_ids=ids).logits[:, :-1].float()
             agree += int((t_logits.argmax(-1) == logits.argmax(-1)).sum())
+            teacher_nll += float(
+                torch.nn.functional.cross_entropy(
+                    t_logits.reshape(-1, t_logits.size(-1)), targets.reshape(-1), reduction="sum"
+                )
+            )
     model.train(was_training)
     if total_tokens == 0:
         return EvalResult(math.nan, math.nan, None, 0)
@@ -52,6 +58,7 @@ def evaluate(
         math.exp(min(loss, 50.0)),
         agree / total_tokens if teacher is not None else None,
         total_tokens,
+        teacher_nll / total_tokens if teacher is not None else None,
     )
 
 

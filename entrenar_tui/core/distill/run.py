@@ -3,6 +3,7 @@ checkpoint, stop cleanly on request, save the final student."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -107,6 +108,8 @@ def _eval_record(s: Setup, step: int, with_samples: bool) -> dict:
         "eval_loss": result.eval_loss,
         "eval_ppl": result.eval_ppl,
         "eval_top1_agreement": result.eval_top1_agreement,
+        "teacher_eval_loss": result.teacher_loss,
+        "teacher_eval_ppl": math.exp(min(result.teacher_loss, 50.0)),
         "samples": [],
     }
     if with_samples:
@@ -194,13 +197,10 @@ def _start_or_resume(
         run.log(f"resumed from {checkpoint.name}")
         emit({"event": "resume", "step": p.step, "checkpoint": str(checkpoint)})
         return p, checkpoint, _baseline_from_metrics(run)
-    baseline = {
-        "teacher": _teacher_eval(s),
-        "student_before": _eval_record(s, 0, with_samples=False),
-    }
-    run.append_metrics(
-        {**baseline["student_before"], "teacher_eval_ppl": baseline["teacher"]["eval_ppl"]}
-    )
+    before = _eval_record(s, 0, with_samples=False)  # one teacher pass: agreement and its ppl
+    teacher = {"eval_loss": before["teacher_eval_loss"], "eval_ppl": before["teacher_eval_ppl"]}
+    baseline = {"teacher": teacher, "student_before": before}
+    run.append_metrics(before)
     emit(
         {
             "event": "baseline",
@@ -219,14 +219,12 @@ def _baseline_from_metrics(run: RunDir) -> dict:
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         record = json.loads(line)
         if record.get("kind") == "eval" and record.get("step") == 0:
-            teacher = {"eval_ppl": record.get("teacher_eval_ppl")}
+            teacher = {
+                "eval_loss": record.get("teacher_eval_loss"),
+                "eval_ppl": record.get("teacher_eval_ppl"),
+            }
             return {"teacher": teacher, "student_before": record}
     return {}
-
-
-def _teacher_eval(s: Setup) -> dict:
-    r = evaluate(s.teacher, s.eval_blocks, s.config.training.batch_size, s.device)
-    return {"eval_loss": r.eval_loss, "eval_ppl": r.eval_ppl}
 
 
 def _loop(
