@@ -66,7 +66,7 @@ def base_overrides(args, seed: int, steps: int) -> list[str]:
     ]
     if args.max_documents:
         out.append(f"dataset.max_documents={args.max_documents}")
-    return out
+    return out + args.set
 
 
 def check_ce_skips_teacher(args) -> dict:
@@ -142,11 +142,11 @@ def run_arm(arm: str, seed: int, steps: int, args, workdir: Path) -> dict:
     return record
 
 
-def wall_clock_steps(runs: list[dict], seeds: list[int]) -> int:
-    """Steps CE fits into KD's training time: first step, then its median step, per seed."""
+def wall_clock_steps(runs: list[dict], seeds: list[int], of: str = "kd") -> int:
+    """Steps CE fits into the `of` arm's training time: first step, then its median step."""
     budgets = []
     for seed in seeds:
-        kd = next(r for r in runs if r["arm"] == "kd" and r["seed"] == seed)
+        kd = next(r for r in runs if r["arm"] == of and r["seed"] == seed)
         ce = next(r for r in runs if r["arm"] == "ce" and r["seed"] == seed)
         extra = max(0.0, kd["train_s"] - ce["first_step_s"])
         budgets.append(1 + extra / max(ce["median_step_s"], 1e-9))
@@ -161,7 +161,7 @@ def welch_p(a: list[float], b: list[float]) -> float:
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def summarise(runs: list[dict], arms: list[str]) -> dict:
+def summarise(runs: list[dict], arms: list[str], wall_of: str = "kd") -> dict:
     ce = [r["eval_ppl"] for r in runs if r["arm"] == "ce"]
     table = {}
     for arm in arms:
@@ -177,9 +177,10 @@ def summarise(runs: list[dict], arms: list[str]) -> dict:
             "median_step_s": statistics.median(r["median_step_s"] for r in runs if r["arm"] == arm),
             "welch_p_vs_ce": welch_p(values, ce) if arm not in ("ce", "ce_wall") else None,
         }
-    kd = [r["eval_ppl"] for r in runs if r["arm"] == "kd"]
+    kd = [r["eval_ppl"] for r in runs if r["arm"] == wall_of]
     ce_wall = [r["eval_ppl"] for r in runs if r["arm"] == "ce_wall"]
     comparisons = {
+        "kd_arm": wall_of,
         "equal_steps_kd_vs_ce_p": welch_p(kd, ce) if kd and ce else None,
         "equal_wall_clock_kd_vs_ce_wall_p": welch_p(kd, ce_wall) if kd and ce_wall else None,
     }
@@ -204,14 +205,17 @@ def print_table(summary: dict, runs: list[dict]) -> None:
         print(f"{arm:15s} {steps:>6s} {row['n']:2d} {fmt(row['ppl_mean'], '.2f'):>11s} {fmt(row['ppl_std'], '.2f'):>10s} "
               f"{row['train_s_mean']:8.1f} {row['median_step_s']:7.2f} {fmt(row['welch_p_vs_ce'], '.4f'):>14s}")  # fmt: skip
     arms = summary["arms"]
-    if "ce_wall" in arms and "kd" in arms:
-        got, want = arms["ce_wall"]["train_s_mean"], arms["kd"]["train_s_mean"]
-        print(f"ce_wall trained {got:.1f} s on average against kd's {want:.1f} s ({got / want:.2f}x); "
-              "far from 1x means the machine's load changed between runs")  # fmt: skip
     c = summary["comparisons"]
-    print(f"\nequal steps:      KD vs CE       Welch p = {fmt(c['equal_steps_kd_vs_ce_p'], '.4f')}")
+    kd_arm = c["kd_arm"]
+    if "ce_wall" in arms and kd_arm in arms:
+        got, want = arms["ce_wall"]["train_s_mean"], arms[kd_arm]["train_s_mean"]
+        print(f"ce_wall trained {got:.1f} s on average against {kd_arm}'s {want:.1f} s ({got / want:.2f}x); "
+              "far from 1x means the machine's load changed between runs")  # fmt: skip
     print(
-        f"equal wall-clock: KD vs CE(wall) Welch p = {fmt(c['equal_wall_clock_kd_vs_ce_wall_p'], '.4f')}"
+        f"\nequal steps:      {kd_arm} vs CE       Welch p = {fmt(c['equal_steps_kd_vs_ce_p'], '.4f')}"
+    )
+    print(
+        f"equal wall-clock: {kd_arm} vs CE(wall) Welch p = {fmt(c['equal_wall_clock_kd_vs_ce_wall_p'], '.4f')}"
     )
 
 
@@ -257,6 +261,13 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--warmup", type=int, default=10, help="lr warmup steps")
     parser.add_argument("--max-documents", type=int, default=None, help="cap the corpus")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--wall-of",
+        default="kd",
+        help="the KD arm whose training time ce_wall gets (kd_cache: "
+        "with --max-documents, several epochs, most of them from the cache)",
+    )
+    parser.add_argument("--set", action="append", default=[], help="extra config override k=v")
     parser.add_argument("--out", type=Path, help="write the raw numbers as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -268,8 +279,8 @@ def parse_args(argv: list[str] | None = None):
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
-    if "ce_wall" in arms:  # its budget comes from kd's and ce's equal-step runs
-        arms = list(dict.fromkeys(["kd", "ce", *arms]))
+    if "ce_wall" in arms:  # its budget comes from a KD arm's and ce's equal-step runs
+        arms = list(dict.fromkeys([args.wall_of, "ce", *arms]))
     args.arm_list = arms
     return args
 
@@ -291,10 +302,10 @@ def main(argv: list[str] | None = None) -> None:
             runs += [run_arm(arm, seed, args.steps, args, workdir) for arm in equal_step_arms]
         wall_steps = None
         if "ce_wall" in args.arm_list:
-            wall_steps = wall_clock_steps(runs, seeds)
-            log(f"CE steps that fit in KD's training time: {wall_steps}")
+            wall_steps = wall_clock_steps(runs, seeds, args.wall_of)
+            log(f"CE steps that fit in {args.wall_of}'s training time: {wall_steps}")
             runs += [run_arm("ce_wall", seed, wall_steps, args, workdir) for seed in seeds]
-    summary = summarise(runs, args.arm_list)
+    summary = summarise(runs, args.arm_list, args.wall_of)
     print_table(summary, runs)
     elapsed = time.perf_counter() - started
     full = estimate_full(runs, args)

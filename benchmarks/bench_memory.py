@@ -2,8 +2,8 @@
 
 Each row trains a small model for two steps in a fresh process (`measure_training_step`:
 resident-set high-water mark over the steps, minus the process before the model existed)
-and compares it with `estimate_memory(..., device="cpu").peak_tensor_bytes` (the estimate
-less the runtime overhead, which the measurement's baseline also leaves out). "total err"
+and compares it with `estimate_memory(..., device="cpu").step_bytes` (the estimate less the
+runtime, which the measurement's baseline also leaves out). "total err"
 compares the whole estimate, runtime included, with the process's peak resident set.
 
     .venv/bin/python benchmarks/bench_memory.py [--workers 2] [--quick]
@@ -35,9 +35,9 @@ def run_row(arch: str, method: str, batch: int, seq: int, threads: int) -> dict:
     settings = dict(batch_size=batch, sequence_length=seq, lora_rank=rank)
     measured = measure_training_step(config, threads=threads, **settings)
     estimate = estimate_memory(from_config(config), config=config, device="cpu", **settings)
-    error = (estimate.peak_tensor_bytes - measured.peak_bytes) / measured.peak_bytes
+    error = (estimate.step_bytes - measured.peak_bytes) / measured.peak_bytes
     whole = measured.peak_bytes + measured.baseline_bytes  # the process, runtime included
-    row = dict(arch=arch, method=method, batch=batch, seq=seq, estimate=estimate.peak_tensor_bytes)
+    row = dict(arch=arch, method=method, batch=batch, seq=seq, estimate=estimate.step_bytes)
     row |= dict(measured=measured.peak_bytes, error=error, phase=estimate.peak_phase)
     return row | dict(total_error=(estimate.total_bytes - whole) / whole)
 

@@ -42,6 +42,10 @@ PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context, cuBLAS/cuDNN handles and workspaces
 CUDA_FRAGMENTATION = 0.05  # caching-allocator slack over the tensor peak
 CPU_RUNTIME_BYTES = 400 * MIB  # the Python, torch and transformers runtime itself
+# What a CPU step holds beyond its tensors: autograd graph nodes, oneDNN scratch, small-block
+# malloc arenas. Measured 1.3-3.0 MiB over the 18 rows of benchmarks/bench_memory.py, flat in
+# model and batch size, so a constant (without it the smallest rows read -10 %).
+CPU_STEP_BOOKKEEPING_BYTES = 2 * MIB
 NF4_BLOCK, NF4_NESTED_BLOCK = 64, 256
 ADAM8BIT_MIN_SIZE, ADAM8BIT_BLOCK = 4096, 256  # bitsandbytes keeps 32-bit state below 4096 elements
 KEYS = ("weights", "adapters", "master_weights", "optimizer", "gradients", "activations", "logits", "workspace", "overhead")  # fmt: skip
@@ -64,9 +68,18 @@ class MemoryEstimate:
         """The peak of live tensors (what torch.cuda.max_memory_allocated reports)."""
         return self.total_bytes - self.breakdown["overhead"]
 
+    @property
+    def step_bytes(self) -> int:
+        """What measuring the step sees: the tensor peak on CUDA (max_memory_allocated); on
+        CPU the resident set's growth, which also holds the step's bookkeeping."""
+        if self.inputs.get("device") == "cpu":
+            return self.total_bytes - CPU_RUNTIME_BYTES
+        return self.peak_tensor_bytes
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["peak_tensor_bytes"] = self.peak_tensor_bytes
+        data["step_bytes"] = self.step_bytes
         return data
 
     def summary(self) -> str:
@@ -267,7 +280,7 @@ def _notes(
         (family == "t5", "encoder and decoder both run sequence_length tokens"),
         (bool(plan.extra_parameters), f"the given parameter count differs from the module formulas by {plan.extra_parameters:+,}; the difference counts as embedding-like weights"),
         (device == "cuda", f"overhead: CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} and {CUDA_FRAGMENTATION:.0%} allocator slack"),
-        (device == "cpu", f"overhead: the Python, torch and transformers runtime, {format_bytes(CPU_RUNTIME_BYTES)}"),
+        (device == "cpu", f"overhead: the Python, torch and transformers runtime, {format_bytes(CPU_RUNTIME_BYTES)}, and {format_bytes(CPU_STEP_BOOKKEEPING_BYTES)} of autograd and allocator bookkeeping"),
     ]  # fmt: skip
     return [text for wanted, text in candidates if wanted]
 
@@ -318,7 +331,9 @@ def estimate_memory(
     peak_phase, breakdown = max(phases, key=lambda item: sum(item[1].values()))
     tensor_peak = sum(breakdown.values())
     slack = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * tensor_peak)
-    breakdown["overhead"] = slack if device == "cuda" else CPU_RUNTIME_BYTES
+    breakdown["overhead"] = (
+        slack if device == "cuda" else CPU_RUNTIME_BYTES + CPU_STEP_BOOKKEEPING_BYTES
+    )
     inputs = {
         "batch_size": batch_size, "sequence_length": sequence_length, "optimizer": optimizer, "precision": precision,
         "gradient_checkpointing": gradient_checkpointing, "lora_rank": lora_rank, "lora_targets": targets,

@@ -75,9 +75,9 @@ BAD = [
     ("distillation.progressive", {"enabled": True}, "(top level)", "layer_mapping"),
     (
         "distillation.teacher_cache",
-        {"enabled": True},
-        "distillation.teacher_cache.enabled",
-        "forward_kl",
+        {"enabled": True, "top_k": 100000},
+        "distillation.teacher_cache.top_k",
+        "below",
     ),
     ("output.keep_checkpoints", 0, "output.keep_checkpoints", ""),
 ]
@@ -86,8 +86,6 @@ BAD = [
 @pytest.mark.parametrize("field,value,path,text", BAD, ids=[f"{b[0]}={b[1]!r}"[:40] for b in BAD])
 def test_bad_config_reports_path_and_hint(base, tmp_path, field, value, path, text):
     cfg = _set(base, field, value)
-    if field == "distillation.teacher_cache":
-        cfg["distillation"]["divergence"] = "reverse_kl"
     file = tmp_path / "c.yaml"
     file.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["distill", "validate", "--config", str(file), "--json"])

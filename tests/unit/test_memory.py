@@ -298,11 +298,11 @@ def measured_small_llama():
 
 
 def test_cpu_estimate_is_within_ten_percent_of_resident_memory(measured_small_llama):
-    # Measured here (one thread each): full fine-tuning -3 %, LoRA -5 %. The estimate counts
-    # tensors (exact to the allocator, above); the resident set also holds 1-2 MiB of
-    # non-tensor memory the steps touch (autograd graph, oneDNN scratch, small-block arenas).
+    # The estimate's tensors are exact to the allocator (above); the resident set also holds
+    # 1.3-3 MiB of non-tensor memory the steps touch (autograd graph, oneDNN scratch, small-block
+    # arenas), which step_bytes counts as a constant. Measured here: full -1 %, LoRA -3 %.
     for run, measured, estimate in measured_small_llama:
-        error = (estimate.peak_tensor_bytes - measured.peak_bytes) / measured.peak_bytes
+        error = (estimate.step_bytes - measured.peak_bytes) / measured.peak_bytes
         assert abs(error) <= 0.10, (run, measured, estimate.summary())
         assert measured.trainable_parameters == estimate.trainable_parameters
         assert measured.parameters == estimate.parameters + estimate.trainable_parameters * bool(

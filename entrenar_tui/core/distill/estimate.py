@@ -92,6 +92,13 @@ def estimate_distillation(
         student_estimate=student.to_dict(), teacher_parameters=teacher.parameters, student_parameters=student.parameters,
         notes=["teacher in fp32 under no_grad; student trained in fp32 with AdamW (the trainer's defaults)", *student.notes],
     )  # fmt: skip
+    cache = config.distillation.teacher_cache
+    if cache.enabled:  # host memory, growing through the first epoch: not in the device total
+        per_token = 6 * cache.top_k + 4  # fp16 logit + int32 index per kept token, fp32 tail
+        result.notes.append(
+            f"the teacher cache holds {per_token} bytes per training token in host memory "
+            f"({per_token * 2**20 / 2**30:.2f} GiB per million tokens) by the end of epoch 1"
+        )
     if measure_steps:
         _measure(config, result, measure_steps)
     return result

@@ -42,7 +42,8 @@ distillation:
     enabled: false
     weight: 0.1
     loss: kl                  # kl | mse
-  teacher_cache:              # keep the teacher's top-k logits after the first epoch
+  teacher_cache:              # reuse the teacher's top-k logits after the first epoch
+                              # (host RAM: 6 x top_k + 4 bytes per training token)
     enabled: false
     top_k: 64
 

@@ -63,7 +63,7 @@ class Setup:
     total_steps: int
     world_size: int = 1
     rank: int = 0
-    teacher_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    teacher_cache: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # _compress
 
 
 @dataclass
@@ -231,15 +231,15 @@ def micro_batch(s: Setup, micro: int) -> tuple[list[int], torch.Tensor]:
 
 
 def teacher_logits(s: Setup, blocks: list[int], ids: torch.Tensor, want_states: bool):
-    """Teacher forward under no_grad. With the top-k cache, logits outside each position's top k
-    are -inf (KD over the teacher's top-k support), whether they came from the cache or not, so
-    cached and uncached steps compute the same loss."""
+    """Teacher forward under no_grad, or its top-k cache once every block has been seen. With the
+    cache enabled, cached and uncached steps both use the reconstruction of `_compress`, so they
+    compute the same loss."""
     cache = s.config.distillation.teacher_cache
     cached = cache.enabled and not want_states and all(b in s.teacher_cache for b in blocks)
     outputs = None
     if cached:
-        values = torch.stack([s.teacher_cache[b][0] for b in blocks]).to(s.device, torch.float32)
-        indices = torch.stack([s.teacher_cache[b][1] for b in blocks]).to(s.device, torch.long)
+        entries = [s.teacher_cache[b] for b in blocks]
+        parts = [torch.stack([e[i] for e in entries]).to(s.device) for i in range(3)]
     else:
         with torch.no_grad():
             need_att = s.loss_fn.needs_attentions
@@ -250,13 +250,32 @@ def teacher_logits(s: Setup, blocks: list[int], ids: torch.Tensor, want_states: 
             )
         if not cache.enabled:
             return outputs.logits, outputs
-        top = outputs.logits.float().topk(cache.top_k, dim=-1)
-        values, indices = top.values.half().float(), top.indices
+        parts = _compress(outputs.logits, cache.top_k, s.config.distillation.temperature)
         for row, b in enumerate(blocks):
-            s.teacher_cache[b] = (values[row].half().cpu(), indices[row].int().cpu())
-    vocab = _unwrap(s.student).config.vocab_size
-    full = torch.full((*indices.shape[:-1], vocab), -math.inf, device=s.device)
-    return full.scatter_(-1, indices, values), outputs
+            s.teacher_cache[b] = tuple(p[row].cpu() for p in parts)
+    values, indices, tail = parts
+    full = tail.float().expand(*indices.shape[:-1], _unwrap(s.student).config.vocab_size)
+    return full.clone().scatter_(-1, indices.long(), values.float()), outputs
+
+
+def _compress(logits: torch.Tensor, k: int, temperature: float):
+    """(top-k logits as fp16, their int32 indices, one fp32 logit for every other token).
+
+    The tail logit is chosen so that, at the run's temperature, the tokens outside the top k keep
+    their total probability, spread evenly. Dropping the tail instead (-inf) renormalises the top
+    k: SmolLM2-135M's top 64 hold only 19 % of the mass at T=2, so that target is ~5x sharper than
+    the teacher's (gradient cosine 0.79 against full KD, vs 0.998 with the even tail; measured
+    on the demo's first batch)."""
+    logits = logits.float()
+    vocab = logits.shape[-1]
+    top = logits.topk(min(k, vocab - 1), dim=-1)
+    values = top.values.half()
+    scaled_total = torch.logsumexp(logits / temperature, -1, keepdim=True)
+    scaled_head = torch.logsumexp(values.float() / temperature, -1, keepdim=True)
+    gap = (scaled_head - scaled_total).clamp_max(-1e-7)  # log of the top k's share, < 0
+    tail_share = torch.log(-torch.expm1(gap))  # log(1 - share)
+    tail = temperature * (scaled_total + tail_share - math.log(vocab - top.indices.shape[-1]))
+    return values, top.indices.int(), tail
 
 
 # ------------------------------------------------------------------------------------- step

@@ -131,16 +131,15 @@ def _model_checks(data: dict, problems: list[Problem]) -> tuple[dict | None, dic
             _check_mapping(
                 f"distillation.{section}.layer_mapping", mapping, s_layers, teacher.layers, problems
             )
-    if (
-        _get(data, "distillation.teacher_cache.enabled") is True
-        and _get(data, "distillation.divergence") == "reverse_kl"
-    ):
+    top_k = _get(data, "distillation.teacher_cache.top_k")
+    vocab = teacher.vocab_size
+    if isinstance(top_k, int) and vocab is not None and top_k >= vocab:
         problems.append(
             Problem(
-                path="distillation.teacher_cache.enabled",
-                message="reverse KL is unbounded over a top-k teacher",
-                value=True,
-                hint="use divergence: forward_kl or jsd with the teacher cache",
+                path="distillation.teacher_cache.top_k",
+                message=f"top_k {top_k} keeps the whole {vocab}-token vocabulary",
+                value=top_k,
+                hint=f"use a top_k below {vocab} (the default is 64), or disable the cache",
             )
         )
     return teacher.to_dict(), student.to_dict() if student else None

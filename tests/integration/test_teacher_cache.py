@@ -1,0 +1,118 @@
+"""The teacher top-k cache: what it keeps, that KD over it follows full KD, and that a cached
+epoch gives the same losses as recomputing the teacher, with no teacher forward at all."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from entrenar_tui.core.distill.config import load_config
+from entrenar_tui.core.distill.losses import KDLoss
+from entrenar_tui.core.distill.trainer import Progress, _compress, build, micro_batch, train_step
+
+
+def _lm_like_logits(vocab=2000, positions=64, seed=0):
+    """Logits with a few likely tokens and a long, heavy tail, as real LMs have at T=2."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, positions, vocab, generator=g) * 2.0
+    hot = torch.randint(0, vocab, (1, positions, 8), generator=g)
+    return logits.scatter_add_(-1, hot, torch.full(hot.shape, 6.0))
+
+
+def _rebuild(parts, vocab):
+    values, indices, tail = parts
+    return (
+        tail.expand(*indices.shape[:-1], vocab).clone().scatter_(-1, indices.long(), values.float())
+    )
+
+
+def test_compressed_teacher_keeps_top_k_probabilities_and_the_tail_mass():
+    logits, temperature = _lm_like_logits(), 2.0
+    parts = _compress(logits, 32, temperature)
+    rebuilt = _rebuild(parts, logits.shape[-1])
+    p_full = F.softmax(logits / temperature, -1)
+    p_rebuilt = F.softmax(rebuilt / temperature, -1)
+    top = parts[1].long()
+    # fp16 logits: relative error of exp(v / T) up to ~2^-11 * |v| / T
+    torch.testing.assert_close(p_rebuilt.gather(-1, top), p_full.gather(-1, top), rtol=4e-3, atol=0)
+    tail_full = 1 - p_full.gather(-1, top).sum(-1)
+    tail_rebuilt = 1 - p_rebuilt.gather(-1, top).sum(-1)
+    torch.testing.assert_close(tail_rebuilt, tail_full, rtol=4e-3, atol=1e-6)
+    assert 0.3 < tail_full.mean() < 0.95  # the heavy tail this is about
+    assert parts[0].dtype == torch.float16 and parts[1].dtype == torch.int32
+    assert parts[2].shape == (1, 64, 1)
+
+
+def test_kd_over_the_cache_follows_full_kd_on_smollm2_where_a_truncated_top_k_does_not():
+    """The demo's real teacher and student, one batch: at T=2 SmolLM2's top 64 tokens hold
+    ~20 % of the probability, so dropping the tail changes the target; the even tail does not."""
+    s = build(load_config("demo", ["dataset.max_documents=50", "device=cpu"]))
+    ids = torch.tensor(s.train_blocks[:2])
+    with torch.no_grad():
+        teacher = s.teacher(input_ids=ids).logits.float()
+    student = s.student(input_ids=ids).logits.float()
+    temperature, vocab = 2.0, teacher.shape[-1]
+    kd = KDLoss(temperature)
+
+    def grad(target):
+        return torch.autograd.grad(kd(student, target), student, retain_graph=True)[0].flatten()
+
+    full = grad(teacher)
+    cached = grad(_rebuild(_compress(teacher, 64, temperature), vocab))
+    top = teacher.topk(64, -1)
+    truncated = grad(torch.full_like(teacher, float("-inf")).scatter_(-1, top.indices, top.values))
+    cos = lambda a, b: F.cosine_similarity(a, b, 0).item()  # noqa: E731
+    assert F.softmax(teacher / temperature, -1).gather(-1, top.indices).sum(-1).mean() < 0.5
+    assert cos(cached, full) > 0.99  # 0.998 measured
+    assert cos(truncated, full) < 0.9  # 0.79 measured
+    assert 0.95 < (cached.norm() / full.norm()).item() < 1.05
+
+
+def _config(tmp_path, teacher, student):
+    cfg = {
+        "seed": 1, "device": "cpu",
+        "teacher": {"model_id": str(teacher)}, "student": {"model_id": str(student)},
+        "distillation": {"temperature": 2.0, "alpha": 0.7, "teacher_cache": {"enabled": True, "top_k": 16}},
+        "training": {"epochs": 2, "batch_size": 2, "learning_rate": 3e-3, "warmup_steps": 0, "eval_every": None},
+        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 3, "eval_fraction": 0.0},
+    }  # fmt: skip
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_config(str(path))
+
+
+def test_second_epoch_runs_from_the_cache_with_the_same_losses(tiny_lm_pair, tmp_path):
+    teacher, student = tiny_lm_pair
+    config = _config(tmp_path, teacher, student)
+
+    def run(recompute: bool):
+        torch.manual_seed(0)
+        s = build(config)
+        calls = []
+        s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+        p, losses, calls_per_epoch = Progress(), [], []
+        per_epoch = len(s.train_blocks) // config.training.batch_size
+        for _epoch in range(2):
+            before = len(calls)
+            for _ in range(per_epoch):
+                if recompute:
+                    s.teacher_cache.clear()
+                losses.append(train_step(s, p, None)["loss_kd"])
+            calls_per_epoch.append(len(calls) - before)
+        return losses, calls_per_epoch, per_epoch
+
+    cached, calls, per_epoch = run(recompute=False)
+    recomputed, recompute_calls, _ = run(recompute=True)
+    assert per_epoch >= 3
+    # the second epoch runs the teacher only for batches holding a block epoch 1 left out
+    # (len(train_blocks) % batch_size blocks fall outside each epoch's whole batches)
+    s = build(config)
+    seen = {b for m in range(per_epoch) for b in micro_batch(s, m)[0]}
+    unseen = sum(
+        any(b not in seen for b in micro_batch(s, m)[0]) for m in range(per_epoch, 2 * per_epoch)
+    )
+    assert unseen < per_epoch / 2
+    assert calls == [per_epoch, unseen]
+    assert recompute_calls == [per_epoch, per_epoch]
+    assert cached == recomputed  # bit for bit: both paths use the same fp16 logits and tail
