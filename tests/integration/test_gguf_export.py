@@ -250,12 +250,15 @@ def test_reader_sees_llama_cpp_names_types_and_metadata(exported, quant):
     names = {f"blk.{i}.{part}.weight" for i in range(2)
              for part in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm")}  # fmt: skip
     assert set(tensors) == names | {"token_embd.weight", "output_norm.weight", "output.weight"}
+    head_type = T.Q8_0 if quant == "q4_0" else matrix_type  # llama-quantize: Q6_K; gguf-py has none
     for name, t in tensors.items():
-        assert t.tensor_type == (T.F32 if len(t.shape) == 1 else matrix_type), name
+        expected_type = head_type if name == "output.weight" else matrix_type
+        assert t.tensor_type == (T.F32 if len(t.shape) == 1 else expected_type), name
     k_shape = list(reversed(tensors["blk.0.attn_k.weight"].shape.tolist()))
     assert k_shape == [32, 64]  # 2 kv heads x 16
     assert result.tensor_count == len(tensors) == 21 and result.verified
-    assert result.types == ({"F32": 21} if quant == "f32" else {matrix_type.name: 16, "F32": 5})
+    matrices = {matrix_type.name: 16} if quant != "q4_0" else {"Q4_0": 15, "Q8_0": 1}
+    assert result.types == ({"F32": 21} if quant == "f32" else {**matrices, "F32": 5})
     assert result.file_size_bytes == result.output.stat().st_size
     assert json.loads(json.dumps(result.to_dict()))["tensor_count"] == 21
     expected = {"general.architecture": "llama", "llama.context_length": 128, "llama.embedding_length": 64,
@@ -344,9 +347,10 @@ def test_logits_equal_source_through_gguf_py_quantization(exported, source, quan
     qtype = T[quant.upper()]
     reference = build_model()
     with torch.no_grad():
-        for p in reference.parameters():
+        for name, p in reference.named_parameters():
             if p.ndim == 2:
-                roundtrip = gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), qtype), qtype)
+                kind = T.Q8_0 if qtype == T.Q4_0 and name == "lm_head.weight" else qtype
+                roundtrip = gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), kind), kind)
                 p.copy_(torch.from_numpy(np.asarray(roundtrip, dtype=np.float32).reshape(p.shape)))
     ours, expected = logits(load_gguf(exported[quant].output)), logits(reference)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())

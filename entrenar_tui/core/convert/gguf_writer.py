@@ -6,9 +6,10 @@ Tensors stream one at a time: their infos are written first, then each tensor is
 converted and appended, so memory holds one tensor, never the model.
 
 Types: 1-D tensors (norms, biases) stay F32; 2-D tensors take the requested type, and Q8_0/Q4_0
-fall back to F16 when a row is not a whole number of 32-value blocks. Unlike llama-quantize,
-q4_0 quantises every matrix, token_embd and output included (llama.cpp's own q4_0 keeps output
-at Q6_K): simpler, a little less accurate.
+fall back to F16 when a row is not a whole number of 32-value blocks. With q4_0 the output head
+(output.weight, or token_embd when the head is tied to it) stays at Q8_0: llama-quantize keeps it
+at Q6_K, because 4-bit logits cost the most accuracy for the fewest bytes; gguf-py has no Q6_K
+quantizer, and Q8_0 is at least as accurate.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _verify(path: Path, tensors: list[_Tensor], checksums: list[int]) -> dict:
     return {"tensors_checked": len(found), "checksum": "crc32"}
 
 
-def _target_type(shape: tuple[int, ...], requested):
+def _target_type(shape: tuple[int, ...], requested, head: bool = False):
     import gguf
 
     T = gguf.GGMLQuantizationType
@@ -161,7 +162,12 @@ def _target_type(shape: tuple[int, ...], requested):
         return T.F32  # norms and biases: tiny, and llama.cpp expects them F32
     if requested in (T.Q8_0, T.Q4_0) and not quants.can_quantize(shape):
         return T.F16
-    return requested
+    return T.Q8_0 if head and requested == T.Q4_0 else requested
+
+
+def _is_head(name: str, names: set[str]) -> bool:
+    """The tensor that produces the logits: output.weight, or token_embd when it is tied."""
+    return name == "output.weight" or (name == "token_embd.weight" and "output.weight" not in names)
 
 
 # --------------------------------------------------------------------------- safetensors input
@@ -198,7 +204,10 @@ def _plan_safetensors(model: Model, qtype) -> _Plan:
         for part, count in heads.items():
             if part in name:
                 load = partial(_permuted, load, count)
-        tensors.append(_Tensor(name, tuple(t.shape), _target_type(t.shape, qtype), load))
+        tensors.append(_Tensor(name, tuple(t.shape), qtype, load))
+    names = {t.name for t in tensors}
+    for t in tensors:
+        t.qtype = _target_type(t.shape, qtype, _is_head(t.name, names))
     notes = []
     if not info.tied_embeddings and not any(t.name == "output.weight" for t in tensors):
         notes.append("no lm_head.weight in the input: llama.cpp will reuse token_embd as output")
@@ -367,8 +376,9 @@ def _plan_gguf(model: Model, qtype) -> _Plan:
     arch = str(model.metadata.get("general.architecture", "unknown"))
     if arch not in SUPPORTED.values():
         raise UnsupportedError(f"cannot export a GGUF {arch!r} model", UNSUPPORTED_HINT)
+    names = {t.name for t in model.tensors}
     tensors = [
-        _Tensor(t.name, tuple(t.shape), _target_type(t.shape, qtype), partial(_dequantized, model, t))
+        _Tensor(t.name, tuple(t.shape), _target_type(t.shape, qtype, _is_head(t.name, names)), partial(_dequantized, model, t))
         for t in model.tensors
     ]  # fmt: skip
     reader = open_gguf(model.source.weight_files[0]).reader
