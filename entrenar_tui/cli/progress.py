@@ -54,5 +54,7 @@ class RunProgress:
             self._progress.console.print(
                 f"step {event['step']}: eval ppl {event['eval_ppl']:.2f}, top-1 agreement {event['eval_top1_agreement']:.1%}"
             )
+        elif kind == "note":
+            self._progress.console.print(f"note: {event['message']}")
         elif kind in ("checkpoint", "resume"):
             self._progress.console.print(f"{kind}: step {event['step']}")

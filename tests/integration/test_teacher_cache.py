@@ -3,6 +3,8 @@ epoch gives the same losses as recomputing the teacher, with no teacher forward 
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.nn.functional as F
 import yaml
@@ -116,3 +118,40 @@ def test_second_epoch_runs_from_the_cache_with_the_same_losses(tiny_lm_pair, tmp
     assert calls == [per_epoch, unseen]
     assert recompute_calls == [per_epoch, per_epoch]
     assert cached == recomputed  # bit for bit: both paths use the same fp16 logits and tail
+
+
+def test_a_run_with_the_cache_says_how_much_of_the_teacher_it_keeps(tiny_lm_pair, tmp_path):
+    from typer.testing import CliRunner
+
+    from entrenar_tui.cli.main import app
+
+    teacher, student = tiny_lm_pair
+    config = _config(tmp_path, teacher, student)
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            config.model_dump(mode="json")
+            | {"training": {**config.training.model_dump(mode="json"), "max_steps": 2}}
+        )
+    )
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["distill", "run", "--config", str(path), "--output", str(run_dir), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    notes = [
+        e["message"] for e in map(json.loads, result.stdout.splitlines()) if e["event"] == "note"
+    ]
+    # eval_fraction 0: the run says it has nothing to evaluate on, and trains anyway
+    assert notes[0].startswith("no held-out blocks")
+    assert not [
+        m
+        for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if m["kind"] == "eval"
+    ]
+    notes = [{"message": m} for m in notes[1:]]
+    assert len(notes) == 1 and "top 16 tokens hold" in notes[0]["message"]
+    share = float(notes[0]["message"].split("hold ")[1].split("%")[0]) / 100
+    assert 0 < share < 0.5  # a random tiny teacher is nearly flat
+    assert "under half" in notes[0]["message"]
+    assert "teacher cache: the top 16" in (run_dir / "events.log").read_text()

@@ -197,6 +197,13 @@ def _start_or_resume(
         run.log(f"resumed from {checkpoint.name}")
         emit({"event": "resume", "step": p.step, "checkpoint": str(checkpoint)})
         return p, checkpoint, _baseline_from_metrics(run)
+    if not s.eval_blocks:
+        message = (
+            "no held-out blocks (dataset.eval_fraction is 0, or the dataset is tiny): no evaluation"
+        )
+        run.log(message)
+        emit({"event": "note", "message": message})
+        return Progress(), None, {}
     before = _eval_record(s, 0, with_samples=False)  # one teacher pass: agreement and its ppl
     teacher = {"eval_loss": before["teacher_eval_loss"], "eval_ppl": before["teacher_eval_ppl"]}
     baseline = {"teacher": teacher, "student_before": before}
@@ -237,9 +244,13 @@ def _loop(
     run.write_status("running", p.step, s.total_steps)
     clock = time.perf_counter()
     s.student.train()
+    cache_noted = False
     while p.step < s.total_steps:
         tokens_before, step_start = p.tokens, time.perf_counter()
         terms = train_step(s, p, last_ckpt)
+        if leader and s.cache_coverage is not None and not cache_noted:
+            cache_noted = True
+            _note_cache_coverage(s, run, emit)
         p.last_loss = terms["loss"]
         p.first_loss = p.first_loss if p.first_loss is not None else terms["loss"]
         now = time.perf_counter()
@@ -260,7 +271,8 @@ def _loop(
             run.append_metrics(record)
             run.write_status("running", p.step, s.total_steps)
             emit({"event": "train", **record})
-        if leader and t.eval_every and p.step % t.eval_every == 0 and p.step < s.total_steps:
+        periodic = t.eval_every and p.step % t.eval_every == 0 and p.step < s.total_steps
+        if leader and periodic and s.eval_blocks:
             record = _eval_record(s, p.step, with_samples=True)
             run.append_metrics(record)
             emit({"event": "eval", **record})
@@ -288,19 +300,36 @@ def _loop(
     return _finish(s, run, p, baseline, emit, started)
 
 
+def _note_cache_coverage(s: Setup, run: RunDir, emit: Event) -> None:
+    """Say how lossy the teacher cache is: a flat teacher (high T) keeps little in its top k."""
+    d = s.config.distillation
+    message = (
+        f"teacher cache: the top {d.teacher_cache.top_k} tokens hold {s.cache_coverage:.1%} of "
+        f"the teacher's probability at T={d.temperature:g}; the rest is kept as an even tail"
+    )
+    if s.cache_coverage < 0.5:
+        message += (
+            " (under half: the cached target differs from the teacher's; raise top_k or lower T)"
+        )
+    run.log(message)
+    emit({"event": "note", "message": message})
+
+
 def _finish(
     s: Setup, run: RunDir, p: Progress, baseline: dict, emit: Event, started: float
 ) -> RunResult:
-    final_eval = _eval_record(s, p.step, with_samples=True) if s.rank == 0 else {}
-    if s.rank == 0:
+    final_eval = _eval_record(s, p.step, with_samples=True) if s.rank == 0 and s.eval_blocks else {}
+    if final_eval:
         run.append_metrics(final_eval)
         emit({"event": "eval", **final_eval})
+    if s.rank == 0:
         save_final(s, run)
         run.write_status("finished", p.step, s.total_steps)
-        run.log(f"finished: {p.step} steps, final eval ppl {final_eval['eval_ppl']:.2f}")
+        ppl = f", final eval ppl {final_eval['eval_ppl']:.2f}" if final_eval else ""
+        run.log(f"finished: {p.step} steps{ppl}")
     result = RunResult(
         str(run.path), "finished", p.step, s.total_steps, str(run.final), time.perf_counter() - started, p.tokens, p.first_loss, p.last_loss,
-        teacher_eval=baseline.get("teacher"), student_eval_before=baseline.get("student_before"), student_eval_after=final_eval,
+        teacher_eval=baseline.get("teacher"), student_eval_before=baseline.get("student_before"), student_eval_after=final_eval or None,
     )  # fmt: skip
     emit({"event": "end", "state": "finished", **result.to_dict()})
     return result

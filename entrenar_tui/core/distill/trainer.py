@@ -64,6 +64,7 @@ class Setup:
     world_size: int = 1
     rank: int = 0
     teacher_cache: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # _compress
+    cache_coverage: float | None = None  # the top k's share of the teacher's mass, first batch
 
 
 @dataclass
@@ -251,11 +252,20 @@ def teacher_logits(s: Setup, blocks: list[int], ids: torch.Tensor, want_states: 
         if not cache.enabled:
             return outputs.logits, outputs
         parts = _compress(outputs.logits, cache.top_k, s.config.distillation.temperature)
+        if s.cache_coverage is None:
+            s.cache_coverage = _coverage(outputs.logits, parts, s.config.distillation.temperature)
         for row, b in enumerate(blocks):
             s.teacher_cache[b] = tuple(p[row].cpu() for p in parts)
     values, indices, tail = parts
     full = tail.float().expand(*indices.shape[:-1], _unwrap(s.student).config.vocab_size)
     return full.clone().scatter_(-1, indices.long(), values.float()), outputs
+
+
+def _coverage(logits: torch.Tensor, parts, temperature: float) -> float:
+    """Mean share of the teacher's probability (at T) that the kept top k hold."""
+    total = torch.logsumexp(logits.float() / temperature, -1)
+    head = torch.logsumexp(parts[0].float() / temperature, -1)
+    return float((head - total).exp().mean())
 
 
 def _compress(logits: torch.Tensor, k: int, temperature: float):
