@@ -66,7 +66,7 @@ def base_overrides(args, seed: int, steps: int) -> list[str]:
     ]
     if args.max_documents:
         out.append(f"dataset.max_documents={args.max_documents}")
-    return out + args.set
+    return out
 
 
 def check_ce_skips_teacher(args) -> dict:
@@ -76,7 +76,7 @@ def check_ce_skips_teacher(args) -> dict:
     from entrenar_tui.core.distill.config import load_config
     from entrenar_tui.core.distill.trainer import Progress, build, train_step
 
-    config = load_config("demo", base_overrides(args, 0, 1) + ARMS["ce"])
+    config = load_config("demo", base_overrides(args, 0, 1) + ARMS["ce"] + args.set)
     s = build(config)
     calls = []
     s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
@@ -108,7 +108,7 @@ def run_arm(arm: str, seed: int, steps: int, args, workdir: Path) -> dict:
     from entrenar_tui.core.distill.config import load_config
     from entrenar_tui.core.distill.run import run_distillation
 
-    config = load_config("demo", base_overrides(args, seed, steps) + ARMS[arm])
+    config = load_config("demo", base_overrides(args, seed, steps) + ARMS[arm] + args.set)
     run_dir = workdir / f"{arm}-seed{seed}-steps{steps}"
     log(f"[{arm} seed {seed}] {steps} steps ...")
 
@@ -267,7 +267,12 @@ def parse_args(argv: list[str] | None = None):
         help="the KD arm whose training time ce_wall gets (kd_cache: "
         "with --max-documents, several epochs, most of them from the cache)",
     )
-    parser.add_argument("--set", action="append", default=[], help="extra config override k=v")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="config override k=v, applied after the arm's own",
+    )
     parser.add_argument("--out", type=Path, help="write the raw numbers as JSON here")
     args = parser.parse_args(argv)
     if args.quick:

@@ -9,7 +9,8 @@ import torch
 
 from entrenar_tui.core.convert import convert_model
 
-# relative RMS error of the logits vs the source; measured 0.013 (q8_0) and 0.17 (q4_0) here
+# relative RMS error of the logits vs the source; measured 0.012 (q8_0) and 0.165 (q4_0, head at
+# Q8_0; 0.177 with the head at Q4_0) here
 TOLERANCE = {"q8_0": 0.04, "q4_0": 0.3}
 IDS = torch.tensor([[1, 504, 3000, 17, 42, 9, 1234, 77, 2718, 31]])
 
@@ -47,4 +48,4 @@ def test_safetensors_to_gguf_loads_in_transformers(smollm2_folder, source_logits
     assert error < TOLERANCE[quant], error
     top5 = np.argsort(got[0], axis=-1)[:, -5:]
     in_top5 = np.mean([source_logits[0, i].argmax() in top5[i] for i in range(len(top5))])
-    assert in_top5 >= (1.0 if quant == "q8_0" else 0.6), in_top5  # measured 1.0 and 0.7
+    assert in_top5 >= (1.0 if quant == "q8_0" else 0.6), in_top5  # measured 1.0 and 0.8
