@@ -63,9 +63,14 @@ def run_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Distil a student from a teacher; writes a run directory; resumable."""
+    run_or_resume(config, output, overrides, resume, json_out, debug)
+
+
+def run_or_resume(config, output, overrides, resume, json_out: bool, debug: bool) -> None:
+    """`distill run` and `tui --run`: one code path, so the headless twin is the same job."""
     import sys
 
-    from ..core.distill.config import load_config
+    from ..core.distill.config import default_run_dir, load_config
     from ..core.errors import InvalidInputError
     from .progress import RunProgress
 
@@ -78,7 +83,7 @@ def run_cmd(
                 "try: entrenar distill run --config demo",
             )
         cfg = load_config(config, overrides) if resume is None else None
-        target = resume or output or cfg.output.dir
+        target = resume or output or default_run_dir(config, cfg)
         with StopOnSignal() as stop, RunProgress(json_out) as progress:
             return run_distillation(
                 cfg,

@@ -15,6 +15,7 @@ from .. import __version__
 from . import distill as distill_cli
 from . import inspect as inspect_cli
 from . import lora as lora_cli
+from . import tui as tui_cli
 from .planned import _EXTRA, planned_app, planned_command
 
 app = typer.Typer(
@@ -54,9 +55,7 @@ app.add_typer(bench_app, name="bench")
 app.command("shell", context_settings=_EXTRA, help="Interactive shell (not built yet).")(
     planned_command("shell")
 )
-app.command("tui", context_settings=_EXTRA, help="Full-screen app (not built yet).")(
-    planned_command("tui")
-)
+app.command("tui")(tui_cli.tui)
 
 
 def main() -> None:

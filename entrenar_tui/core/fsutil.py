@@ -55,3 +55,15 @@ def write_text_atomic(dest: str | Path, text: str) -> None:
 
 def write_json_atomic(dest: str | Path, obj: object) -> None:
     write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def timestamped_dir(base: str | Path) -> Path:
+    """`base-YYYYMMDD-HHMMSS`, with `-2`, `-3`, ... when that exists already."""
+    from datetime import datetime
+
+    base = Path(base)
+    stem = f"{base.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    candidate, n = base.with_name(stem), 2
+    while candidate.exists():
+        candidate, n = base.with_name(f"{stem}-{n}"), n + 1
+    return candidate

@@ -306,6 +306,15 @@ def resolve_config_path(ref: str | Path) -> Path:
     return path
 
 
+def default_run_dir(ref: str | Path, config: DistillConfig) -> Path:
+    """`output.dir`, except for a packaged example (`--config demo`): a new
+    `runs/demo-YYYYMMDD-HHMMSS` each time, so running the demo twice just works."""
+    from ..fsutil import timestamped_dir
+
+    packaged = not Path(ref).exists() and packaged_example(str(ref)) is not None
+    return timestamped_dir(config.output.dir) if packaged else Path(config.output.dir)
+
+
 def load_config(ref: str | Path, overrides: list[str] | None = None) -> DistillConfig:
     """Load, override and validate; raise ConfigError listing every problem."""
     data = apply_overrides(load_yaml(resolve_config_path(ref)), overrides or [])

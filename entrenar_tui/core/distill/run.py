@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EntrenarError, InvalidInputError
+from ..runs.follow import LAUNCH_FILES
 from .config import DistillConfig, parse_config
 from .evaluate import evaluate, greedy_samples
 from .rundir import FollowerRunDir, RunDir
@@ -133,7 +134,8 @@ def _prepare(
                 "fix the file or start a new run",
             )
         return config, run
-    if leader and run_dir.exists() and any(run_dir.iterdir()):
+    # The launcher (core/runs/launch.py) writes launch.json and console.log before the run starts.
+    if leader and run_dir.exists() and any(p.name not in LAUNCH_FILES for p in run_dir.iterdir()):
         raise InvalidInputError(
             f"output directory {run_dir} already exists and is not empty",
             f"use --resume {run_dir} to continue it, or another --output",

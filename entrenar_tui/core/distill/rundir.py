@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -122,6 +123,7 @@ class RunDir:
             {
                 "state": state,
                 "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "step": step,
                 "total_steps": total_steps,
                 "started_at": started_at or previous.get("started_at") or utc_now(),

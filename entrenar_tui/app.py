@@ -1,0 +1,186 @@
+"""EntrenarApp: six screens over the core, one shared state, one action table.
+
+Workers only post messages; the app and its screens own state. torch and transformers are never
+imported here: heavy work runs in child processes (core/runs/launch.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+from .actions import Action, bindings
+from .screens.adapters import AdaptersScreen
+from .screens.memory import MemoryScreen
+from .screens.models import ModelsScreen
+from .screens.runs import RunsScreen
+from .screens.shell import ShellScreen
+from .screens.sweeps import SweepsScreen
+
+STYLES = Path(__file__).parent / "styles" / "app.tcss"
+SAMPLE_INTERVAL_S = 1.0  # NVML answers faster than this are not meaningful
+HISTORY = 60
+
+APP_ACTIONS = (
+    Action("1", "switch_mode('models')", "Models", "packaged, local and cached models"),
+    Action("2", "switch_mode('memory')", "Memory", "the memory planner"),
+    Action("3", "switch_mode('runs')", "Runs", "distillation runs"),
+    Action("4", "switch_mode('adapters')", "Adapters", "LoRA adapters"),
+    Action("5", "switch_mode('sweeps')", "Sweeps", "benchmark sweeps"),
+    Action("6", "switch_mode('shell')", "Shell", "the entrenar shell"),
+    Action("question_mark", "help", "Help", "every key of this screen"),
+    Action("d", "toggle_theme", "Theme", "switch between the dark and the light theme", show=False),
+    Action("escape", "leave_field", "Leave field", "leave a text field", show=False),
+    Action("q", "quit", "Quit", "quit (runs keep training)"),
+)
+
+
+@dataclass
+class LaunchOptions:
+    """What `entrenar tui` was asked to do on start."""
+
+    attach: str | None = None
+    start: str | None = None
+    output: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    model_dirs: list[str] = field(default_factory=list)
+    runs_dir: str = "runs"
+
+
+class SystemSampled(Message):
+    def __init__(self, sample) -> None:
+        super().__init__()
+        self.sample = sample
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [("escape,question_mark,q", "dismiss", "Close")]
+
+    def __init__(self, actions: list[Action]) -> None:
+        super().__init__()
+        self.actions = actions
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="help-table", cursor_type="row")
+        table.add_columns("key", "action", "what it does")
+        for a in self.actions:
+            table.add_row(a.key_label, a.description, a.help)
+        yield Static("Keys (escape closes; every entry is also in the palette, ctrl+p)")
+        yield table
+
+
+class ActionCommands(Provider):
+    """The command palette: the current screen's actions and the app's, from the same table."""
+
+    def _actions(self) -> list[tuple[Action, object]]:
+        screen = self.app.screen
+        own = [(a, screen) for a in getattr(screen, "ACTIONS", ())]
+        return own + [(a, self.app) for a in APP_ACTIONS if a.action != "leave_field"]
+
+    def _hit_text(self, action: Action) -> str:
+        return f"{action.description} ({action.key_label})"
+
+    async def discover(self) -> Hits:
+        for action, target in self._actions():
+            run = partial(target.run_action, action.action)
+            yield DiscoveryHit(self._hit_text(action), run, help=action.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for action, target in self._actions():
+            text = self._hit_text(action)
+            score = max(matcher.match(text), matcher.match(action.help))
+            if score > 0:
+                run = partial(target.run_action, action.action)
+                yield Hit(score, matcher.highlight(text), run, help=action.help)
+
+
+class EntrenarApp(App):
+    TITLE = "entrenar"
+    CSS_PATH = STYLES
+    MODES = {
+        "models": ModelsScreen,
+        "memory": MemoryScreen,
+        "runs": RunsScreen,
+        "adapters": AdaptersScreen,
+        "sweeps": SweepsScreen,
+        "shell": ShellScreen,
+    }
+    DEFAULT_MODE = "models"
+    BINDINGS = bindings(APP_ACTIONS)
+    COMMANDS = App.COMMANDS | {ActionCommands}
+
+    # The shared state: every screen reads and sets these, so they agree.
+    selected_model: reactive[str | None] = reactive(None)
+    selected_config: reactive[str | None] = reactive(None)
+    selected_run: reactive[str | None] = reactive(None)
+    selected_sweep: reactive[str | None] = reactive(None)
+
+    def __init__(self, options: LaunchOptions | None = None, sampler=None) -> None:
+        super().__init__()
+        self.options = options or LaunchOptions()
+        self.sampler = sampler
+        self.system_history: deque = deque(maxlen=HISTORY)
+        self.started_at = time.perf_counter()
+        self.first_frame_s: float | None = None
+        self._stop_sampling = threading.Event()
+
+    def on_mount(self) -> None:
+        if self.options.attach or self.options.start:
+            self.switch_mode("runs")
+        self.sample_system()
+        self.call_after_refresh(self._first_frame)
+
+    def _first_frame(self) -> None:
+        self.first_frame_s = time.perf_counter() - self.started_at
+        self.log(f"first frame after {self.first_frame_s * 1000:.0f} ms")
+
+    @work(thread=True, exclusive=True, group="system")
+    def sample_system(self) -> None:
+        """One sample a second in a thread (NVML can block); results go out as messages."""
+        if self.sampler is None:
+            from .core.system import SystemSampler
+
+            self.sampler = SystemSampler()
+        try:
+            while not self._stop_sampling.is_set():
+                self.post_message(SystemSampled(self.sampler.sample()))
+                self._stop_sampling.wait(SAMPLE_INTERVAL_S)
+        finally:
+            self.sampler.close()
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        self.system_history.append(message.sample)
+        from .widgets.system import SystemPanel
+
+        for panel in self.screen.query(SystemPanel):
+            panel.show(self.system_history)
+
+    def action_help(self) -> None:
+        screen = self.screen
+        self.push_screen(HelpScreen([*getattr(screen, "ACTIONS", ()), *APP_ACTIONS]))
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_leave_field(self) -> None:
+        self.screen.set_focus(None)
+
+    def action_quit(self) -> None:
+        self._stop_sampling.set()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self._stop_sampling.set()

@@ -1,0 +1,1 @@
+"""Widgets that draw: they take plain data and know nothing of core."""

@@ -1,0 +1,75 @@
+"""Curves for the Runs screen (textual-plotext): EMA smoothing over the faded raw curve, log-Y,
+x by step or wall time, several runs overlaid."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from textual_plotext import PlotextPlot
+
+COLORS = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow")
+RAW_COLOR = "gray"
+
+
+def ema(values: Sequence[float], weight: float = 0.8) -> list[float]:
+    """TensorBoard-style debiased exponential moving average (the first points are not dragged
+    towards zero)."""
+    out, average = [], 0.0
+    for n, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**n))
+    return out
+
+
+@dataclass
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]
+
+
+class CurvePlot(PlotextPlot):
+    """`draw(series)` redraws everything; the options are the screen's keys (s, y, x)."""
+
+    def __init__(self, title: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.title = title
+        self.smooth = True
+        self.log_y = False
+        self.x_label = "step"
+        self.empty_note = "no data yet"
+        self._series: list[Series] = []
+
+    def draw(self, series: list[Series]) -> None:
+        self._series = series
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.title)
+        plt.xlabel(self.x_label)
+        drawn = [s for s in series if s.x]
+        for index, curve in enumerate(drawn):
+            self._draw_one(curve, COLORS[index % len(COLORS)])
+        if not drawn:
+            plt.text(self.empty_note, 0, 0, alignment="center")
+            plt.xlim(-1, 1)
+            plt.ylim(-1, 1)
+        self.refresh()
+
+    def _draw_one(self, curve: Series, color: str) -> None:
+        plt = self.plt
+        points = [(x, y) for x, y in zip(curve.x, curve.y, strict=False) if math.isfinite(y)]
+        if self.log_y:
+            points = [(x, y) for x, y in points if y > 0]
+            plt.yscale("log")
+        if not points:
+            return
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        marker = "braille"
+        if self.smooth and len(ys) > 2:
+            plt.plot(xs, ys, color=RAW_COLOR, marker=marker)
+            plt.plot(xs, ema(ys), color=color, marker=marker, label=curve.label)
+        else:
+            plt.plot(xs, ys, color=color, marker=marker, label=curve.label)
