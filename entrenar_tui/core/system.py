@@ -63,9 +63,17 @@ class SystemSampler:
             return
         if count == 0:
             self._gpu_note = "no NVIDIA GPU (the driver sees none)"
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
+            return
+        try:
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except pynvml.NVMLError as exc:
+            self._gpu_note = f"no NVIDIA GPU ({_nvml_reason(exc)})"
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
             return
         self._nvml = pynvml
-        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
 
     def sample(self) -> SystemSample:
         import psutil
@@ -74,15 +82,27 @@ class SystemSampler:
             self._start_nvml()
             psutil.cpu_percent(None)  # the first call only primes the counter
         memory = psutil.virtual_memory()
+        gpus, note = self._gpus()
         return SystemSample(
             time=time.time(),
             cpu_percent=float(psutil.cpu_percent(None)),
             cpu_count=psutil.cpu_count() or 1,
             ram_used_bytes=int(memory.total - memory.available),
             ram_total_bytes=int(memory.total),
-            gpus=tuple(self._gpu(i, h) for i, h in enumerate(self._handles)),
-            gpu_note=self._gpu_note,
+            gpus=gpus,
+            gpu_note=note,
         )
+
+    def _gpus(self) -> tuple[tuple[GpuSample, ...], str | None]:
+        """Every GPU that answers; one that stops answering (fallen off the bus, a driver
+        reset) is left out and named in the note instead of failing the whole sample."""
+        gpus, lost = [], []
+        for index, handle in enumerate(self._handles):
+            try:
+                gpus.append(self._gpu(index, handle))
+            except self._nvml.NVMLError as exc:
+                lost.append(f"GPU {index}: NVML: {exc}")
+        return tuple(gpus), "; ".join(lost) or self._gpu_note
 
     def _gpu(self, index: int, handle) -> GpuSample:
         nvml = self._nvml
@@ -108,10 +128,11 @@ class SystemSampler:
         )
 
     def close(self) -> None:
+        """Shut NVML down; a later sample starts it again."""
         if self._nvml is not None:
             with contextlib.suppress(self._nvml.NVMLError):
                 self._nvml.nvmlShutdown()
-            self._nvml = None
+        self._nvml, self._handles, self._gpu_note, self._started = None, [], None, False
 
 
 def _nvml_reason(exc: Exception) -> str:

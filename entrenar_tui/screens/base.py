@@ -19,8 +19,8 @@ class EntrenarScreen(Screen):
     ACTIONS: tuple[Action, ...] = ()
 
     def __init_subclass__(cls, **kwargs) -> None:
+        cls.BINDINGS = bindings(cls.ACTIONS)  # before Textual's hook reads BINDINGS
         super().__init_subclass__(**kwargs)
-        cls.BINDINGS = bindings(cls.ACTIONS)
 
     def __init__(self) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 COLORS = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow")
@@ -73,3 +74,11 @@ class CurvePlot(PlotextPlot):
             plt.plot(xs, ema(ys), color=color, marker=marker, label=curve.label)
         else:
             plt.plot(xs, ys, color=color, marker=marker, label=curve.label)
+
+    def render(self):
+        """plotext raises IndexError on some tiny canvases (its legend code); a plot that cannot
+        be drawn at this size must not take the app down."""
+        try:
+            return super().render()
+        except IndexError:
+            return Text(f"{self.title}: too small to plot", style="dim")

@@ -40,6 +40,10 @@ class LaunchedRun:
 
 
 def _check_empty(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InvalidInputError(
+            f"output directory {run_dir} is a file", "choose another output directory"
+        )
     if run_dir.exists() and any(p.name not in LAUNCH_FILES for p in run_dir.iterdir()):
         raise InvalidInputError(
             f"output directory {run_dir} already exists and is not empty",
@@ -52,6 +56,7 @@ def _spawn(run_dir: Path, args: list[str], cwd: str | Path | None, env: dict | N
     run_dir.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(run_dir / "console.log", "ab") as log:
+        console_offset = log.seek(0, os.SEEK_END)  # this launch's output starts here
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -68,6 +73,7 @@ def _spawn(run_dir: Path, args: list[str], cwd: str | Path | None, env: dict | N
             "host": socket.gethostname(),
             "command": command,
             "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "console_offset": console_offset,
         },
     )
     return LaunchedRun(run_dir, process.pid, command, process)
@@ -141,7 +147,13 @@ def run_entrenar_json(args: list[str], timeout: float | None = None, cwd=None) -
     command = entrenar_command(*args, "--json")
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
+            command,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise InvalidInputError(
@@ -177,3 +189,38 @@ def _last_json(text: str):
         except ValueError:
             continue
     return None
+
+
+def start_from_app(
+    config_ref: str,
+    edited_text: str | None,
+    output: str | None,
+    overrides: list[str] | None = None,
+) -> LaunchedRun:
+    """Start a run the way `distill run` would choose its directory (a packaged example gets a
+    new `runs/NAME-YYYYMMDD-HHMMSS`). A config edited in the app is saved in the run directory
+    as launch-config.yaml and run from there. Schema problems are raised before anything starts."""
+    import yaml
+
+    from ..distill.config import default_run_dir, load_config, parse_config
+    from ..errors import ConfigError
+
+    if edited_text is None:
+        config = load_config(config_ref, overrides)
+    else:
+        try:
+            data = yaml.safe_load(edited_text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the edited config is not YAML: {exc}", "fix it and retry") from exc
+        config, problems = parse_config(data if isinstance(data, dict) else {})
+        if problems:
+            first = problems[0]
+            raise ConfigError(f"{first.path}: {first.message}", first.hint or "validate it first")
+    run_dir = Path(output) if output else default_run_dir(config_ref, config)
+    if edited_text is None:
+        return launch_run(config_ref, run_dir, overrides)
+    _check_empty(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    edited = run_dir / "launch-config.yaml"
+    edited.write_text(edited_text, encoding="utf-8")
+    return launch_run(edited, run_dir, overrides)
