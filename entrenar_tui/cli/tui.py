@@ -77,7 +77,7 @@ def _exit_when_terminal_goes(app) -> None:
 
     def hang_up(signum, frame) -> None:
         # The terminal is gone, so there is nothing to restore; a clean exit is tried first.
-        threading.Timer(2.0, lambda: os._exit(129)).start()
+        threading.Timer(0.5, lambda: os._exit(129)).start()
         app.exit()
 
     signal.signal(signal.SIGHUP, hang_up)

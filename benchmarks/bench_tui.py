@@ -1,0 +1,241 @@
+"""The app in a real pseudo-terminal against a minimal Textual app, timed in the same run.
+
+Figures (goal in brackets), each next to the anchor:
+- time to first frame, process start to the first screen (<= 1.5x the minimal app);
+- key press to frame while a distillation trains beside it: screen switches, whose frame
+  carries the new screen's title (p95 <= 100 ms);
+- CPU of the app while it follows the live run on the Runs screen over 60 s (<= 5% of a core);
+- resident memory at the first frame;
+- exit after the terminal goes away (the pty closes: SIGHUP), with the run going on.
+
+    python benchmarks/bench_tui.py [--seconds 60] [--presses 40] [--size 120x40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pty
+import select
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+MINIMAL_APP = textwrap.dedent(
+    """
+    from textual.app import App
+    from textual.screen import Screen
+    from textual.widgets import Footer, Header, Static
+
+    class Page(Screen):
+        def __init__(self, name):
+            super().__init__()
+            self.page = name
+        def compose(self):
+            yield Header()
+            yield Static("benchmark page " + self.page)
+            yield Footer()
+        def on_mount(self):
+            self.sub_title = self.page
+
+    class Minimal(App):
+        MODES = {"one": lambda: Page("One"), "two": lambda: Page("Two")}
+        DEFAULT_MODE = "one"
+        BINDINGS = [("1", "switch_mode('one')", "One"), ("2", "switch_mode('two')", "Two"),
+                    ("q", "quit", "Quit")]
+
+    Minimal().run()
+    """
+)
+
+
+class Terminal:
+    """A child process on its own pseudo-terminal; output is read and searched as it comes."""
+
+    def __init__(self, argv: list[str], size: tuple[int, int], cwd: str) -> None:
+        self.started = time.perf_counter()
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: its stdin/stdout/stderr are the pty
+            os.chdir(cwd)
+            os.execv(argv[0], argv)
+        self.pid, self.fd = pid, fd
+        columns, rows = size
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.buffer = b""
+
+    def read_for(self, seconds: float) -> bytes:
+        data, deadline = b"", time.perf_counter() + seconds
+        while (left := deadline - time.perf_counter()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                break
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                break
+            data += chunk
+        return data
+
+    def wait_for(self, marker: bytes, timeout: float = 120.0) -> float:
+        """Seconds until `marker` appears in new output; the search starts from now."""
+        start = time.perf_counter()
+        self.buffer = b""
+        while marker not in self.buffer:
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(f"no {marker!r} after {timeout:.0f} s")
+            ready, _, _ = select.select([self.fd], [], [], 0.5)
+            if ready:
+                try:
+                    self.buffer = self.buffer[-4096:] + os.read(self.fd, 65536)
+                except OSError as exc:
+                    raise TimeoutError(f"terminal closed before {marker!r}") from exc
+        return time.perf_counter() - start
+
+    def press(self, key: str, marker: bytes) -> float:
+        self.read_for(0.05)  # drain what a timer refresh wrote before the key
+        os.write(self.fd, key.encode())
+        return self.wait_for(marker, timeout=30)
+
+    def rss(self) -> int:
+        return psutil.Process(self.pid).memory_info().rss
+
+    def close_terminal(self) -> float:
+        """Close the pty (what an SSH drop does) and time the app's exit."""
+        start = time.perf_counter()
+        os.close(self.fd)
+        deadline = start + 30
+        while time.perf_counter() < deadline:
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                return time.perf_counter() - start
+            time.sleep(0.02)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        return float("inf")
+
+
+def start_training(workdir: Path, steps: int) -> tuple[subprocess.Popen, Path]:
+    """The demo distillation, long enough to outlast the measurements, as a separate process."""
+    run_dir = workdir / "runs" / "bench"
+    command = [sys.executable, "-m", "entrenar_tui.cli.main", "distill", "run", "--config"]
+    command += ["demo", "--output", str(run_dir), "--set", f"training.max_steps={steps}"]
+    command += ["--set", "training.log_every=1", "--json"]
+    log = open(workdir / "training.log", "wb")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    deadline = time.monotonic() + 600
+    while not (run_dir / "metrics.jsonl").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the demo run did not start; see {workdir / 'training.log'}")
+        time.sleep(1)
+    return process, run_dir
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(name, argv, markers, args, workdir) -> dict:
+    """First frame, RSS, key latency (alternating two screens), idle CPU, exit time."""
+    terminal = Terminal(argv, args.size, str(workdir))
+    terminal.wait_for(markers[0], timeout=180)
+    first_frame = time.perf_counter() - terminal.started
+    rss = terminal.rss()
+    terminal.read_for(2.0)  # let start-up work settle
+    latencies = []
+    for index in range(args.presses):
+        key, marker = markers[1][index % 2]
+        latencies.append(terminal.press(key, marker))
+    terminal.read_for(1.0)  # an even number of presses ends on the second screen of the pair
+    cpu = _cpu_while_reading(terminal, args.seconds)
+    exit_s = terminal.close_terminal()
+    print(
+        f"{name:9s} first frame {first_frame * 1000:7.0f} ms  rss {rss / 2**20:6.1f} MiB  "
+        f"key p50 {statistics.median(latencies) * 1000:5.1f} ms p95 "
+        f"{percentile(latencies, 0.95) * 1000:5.1f} ms max {max(latencies) * 1000:5.1f} ms  "
+        f"cpu {cpu:6.2%}  exit {exit_s:5.2f} s",
+        flush=True,
+    )
+    return {
+        "first_frame": first_frame,
+        "rss": rss,
+        "latencies": latencies,
+        "cpu": cpu,
+        "exit_s": exit_s,
+    }
+
+
+def _cpu_while_reading(terminal: Terminal, seconds: float) -> float:
+    """CPU share over `seconds`, draining the pty meanwhile (an unread pty blocks the app)."""
+    process = psutil.Process(terminal.pid)
+    before = process.cpu_times()
+    terminal.read_for(seconds)
+    after = process.cpu_times()
+    return (after.user + after.system - before.user - before.system) / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="CPU sampling window")
+    parser.add_argument("--presses", type=int, default=40, help="an even number")
+    parser.add_argument("--size", default="120x40")
+    parser.add_argument("--steps", type=int, default=2000, help="the training run's max_steps")
+    args = parser.parse_args()
+    args.size = tuple(int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "minimal.py").write_text(MINIMAL_APP)
+        print("starting the demo distillation beside the apps...", flush=True)
+        training, run_dir = start_training(workdir, args.steps)
+        try:
+            minimal = measure(
+                "minimal",
+                [sys.executable, str(workdir / "minimal.py")],
+                (b"benchmark page", (("2", b"Two"), ("1", b"One"))),
+                args,
+                workdir,
+            )
+            entrenar_argv = [sys.executable, "-m", "entrenar_tui.cli.main", "tui"]
+            ours = measure(
+                "entrenar",
+                [*entrenar_argv, "--attach", str(run_dir)],
+                (b"Runs", (("2", b"Memory"), ("3", b"Runs"))),
+                args,
+                workdir,
+            )
+        finally:
+            alive = training.poll() is None
+            training.send_signal(signal.SIGTERM)
+            training.wait(timeout=300)
+    print(f"\nthe training run was {'still running' if alive else 'NOT running'} after the apps")
+    ratio = ours["first_frame"] / minimal["first_frame"]
+    p95 = percentile(ours["latencies"], 0.95)
+    print(f"first frame: {ratio:.2f}x the minimal Textual app (goal <= 1.5x)")
+    print(
+        f"key to frame p95: {p95 * 1000:.1f} ms (goal <= 100 ms), minimal app "
+        f"{percentile(minimal['latencies'], 0.95) * 1000:.1f} ms"
+    )
+    print(
+        f"CPU following the run: {ours['cpu']:.2%} of a core (goal <= 5%), minimal app "
+        f"{minimal['cpu']:.2%}"
+    )
+    print(
+        f"exit after the terminal closed: {ours['exit_s']:.2f} s (goal <= 5 s), minimal app "
+        f"{minimal['exit_s']:.2f} s"
+    )
+    print(f"RSS at first frame: {ours['rss'] / 2**20:.1f} MiB vs {minimal['rss'] / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
