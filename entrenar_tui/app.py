@@ -129,8 +129,10 @@ class EntrenarApp(App):
     selected_sweep: reactive[str | None] = reactive(None)
 
     def __init__(self, options: LaunchOptions | None = None, sampler=None) -> None:
-        super().__init__()
         self.options = options or LaunchOptions()
+        if self.options.attach or self.options.start:
+            self.DEFAULT_MODE = "runs"  # open there directly: the Models screen is not built
+        super().__init__()
         self.sampler = sampler
         self.system_history: deque = deque(maxlen=HISTORY)
         self.started_at = time.perf_counter()
@@ -138,8 +140,6 @@ class EntrenarApp(App):
         self._stop_sampling = threading.Event()
 
     def on_mount(self) -> None:
-        if self.options.attach or self.options.start:
-            self.switch_mode("runs")
         self.sample_system()
         self.call_after_refresh(self._first_frame)
 

@@ -76,10 +76,11 @@ async def test_start_from_the_screen_follows_the_run_to_the_end(tui_env, tiny_lm
         progress = screen.query_one("#run-progress")
         await wait_until(pilot, lambda: read_run(run_dir).state == "finished", what="finished")
         await wait_until(pilot, lambda: progress.progress == 16, what="progress 16/16")
+        info = lambda: str(screen.query_one("#run-info").render())  # noqa: E731
+        await wait_until(pilot, lambda: info().startswith("finished"), what="finished shown")
         assert plotted(screen, "#loss-plot") >= 16
         assert plotted(screen, "#eval-plot") >= 2
-        info = str(screen.query_one("#run-info").render())
-        assert "finished" in info and "held-out ppl" in info
+        assert "held-out ppl" in info()
 
 
 async def test_stop_then_resume_from_the_screen(tui_env, tiny_lm_pair):
