@@ -128,12 +128,18 @@ class EntrenarApp(App):
     selected_run: reactive[str | None] = reactive(None)
     selected_sweep: reactive[str | None] = reactive(None)
 
-    def __init__(self, options: LaunchOptions | None = None, sampler=None) -> None:
+    def __init__(
+        self,
+        options: LaunchOptions | None = None,
+        sampler=None,
+        sample_interval: float = SAMPLE_INTERVAL_S,
+    ) -> None:
         self.options = options or LaunchOptions()
         if self.options.attach or self.options.start:
             self.DEFAULT_MODE = "runs"  # open there directly: the Models screen is not built
         super().__init__()
         self.sampler = sampler
+        self.sample_interval = sample_interval
         self.system_history: deque = deque(maxlen=HISTORY)
         self.started_at = time.perf_counter()
         self.first_frame_s: float | None = None
@@ -156,8 +162,11 @@ class EntrenarApp(App):
             self.sampler = SystemSampler()
         try:
             while not self._stop_sampling.is_set():
-                self.post_message(SystemSampled(self.sampler.sample()))
-                self._stop_sampling.wait(SAMPLE_INTERVAL_S)
+                sample = self.sampler.sample()
+                if sample is None:  # a recorded history that has been played
+                    break
+                self.post_message(SystemSampled(sample))
+                self._stop_sampling.wait(self.sample_interval)
         finally:
             self.sampler.close()
 

@@ -144,12 +144,17 @@ def _nvml_reason(exc: Exception) -> str:
 
 @dataclass
 class RecordedSampler:
-    """Replays recorded samples in order, then keeps returning the last one."""
+    """Replays recorded samples in order, then keeps returning the last one; with
+    `repeat=False` it returns None once they are used up (the sampling loop then ends, so a
+    snapshot always shows exactly the recorded history)."""
 
     samples: Sequence[SystemSample]
     position: int = field(default=0)
+    repeat: bool = True
 
-    def sample(self) -> SystemSample:
+    def sample(self) -> SystemSample | None:
+        if not self.repeat and self.position >= len(self.samples):
+            return None
         sample = self.samples[min(self.position, len(self.samples) - 1)]
         self.position += 1
         return sample

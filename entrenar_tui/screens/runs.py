@@ -81,6 +81,7 @@ class RunsScreen(EntrenarScreen):
         Action("s", "toggle_smooth", "Smooth", "EMA smoothing over the faded raw curve"),
         Action("y", "toggle_log", "Log-Y", "logarithmic y axis"),
         Action("x", "toggle_x", "X axis", "x axis by step or by wall time"),
+        Action("p", "toggle_plot", "Plot", "short terminals: show the loss or the ppl plot"),
     )
 
     def __init__(self) -> None:
@@ -105,9 +106,9 @@ class RunsScreen(EntrenarScreen):
         super().on_mount()
         table = self.query_one("#runs-table", DataTable)
         table.add_column(" ", key="mark", width=1)
-        table.add_column("run", key="run", width=22)
-        table.add_column("state", key="state", width=9)
-        table.add_column("step", key="step", width=9)
+        table.add_column("run", key="run", width=13)
+        table.add_column("state", key="state", width=8)
+        table.add_column("step", key="step", width=8)
         self.query_one("#eval-plot", CurvePlot).log_y = True
         options = self.app.options
         if options.attach:
@@ -235,6 +236,13 @@ class RunsScreen(EntrenarScreen):
     def action_toggle_x(self) -> None:
         self.x_by_time = not self.x_by_time
         self._draw_plots()
+
+    def on_resize(self) -> None:
+        """Under 32 rows one plot at a time (p switches): two would each be too short to read."""
+        self.set_class(self.size.height < 32, "-short")
+
+    def action_toggle_plot(self) -> None:
+        self.toggle_class("-eval-first")
 
     def action_mark_run(self) -> None:
         if self.selected:

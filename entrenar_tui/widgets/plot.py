@@ -14,6 +14,29 @@ COLORS = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow")
 RAW_COLOR = "gray"
 
 
+def compact(value: float) -> str:
+    """Tick labels that stay narrow: 3.4M, 2.7k, 641, 1.98, 0.012."""
+    magnitude = abs(value)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def y_ticks(low: float, high: float, log: bool, count: int = 4) -> list[float]:
+    """Powers of ten on a log axis (the ends when fewer than two fall inside), else even steps."""
+    if high <= low:
+        return [low]
+    if log and low > 0:
+        powers = [
+            10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        ]
+        inside = [p for p in powers if low <= p <= high]
+        return inside if len(inside) >= 2 else [low, high]
+    step = (high - low) / (count - 1)
+    return [low + i * step for i in range(count)]
+
+
 def ema(values: Sequence[float], weight: float = 0.8) -> list[float]:
     """TensorBoard-style debiased exponential moving average (the first points are not dragged
     towards zero)."""
@@ -53,6 +76,10 @@ class CurvePlot(PlotextPlot):
         drawn = [s for s in series if s.x]
         for index, curve in enumerate(drawn):
             self._draw_one(curve, COLORS[index % len(COLORS)])
+        values = [y for s in drawn for y in s.y if math.isfinite(y) and (y > 0 or not self.log_y)]
+        if values:
+            ticks = y_ticks(min(values), max(values), self.log_y)
+            plt.yticks(ticks, [compact(t) for t in ticks])
         if not drawn:
             plt.text(self.empty_note, 0, 0, alignment="center")
             plt.xlim(-1, 1)
@@ -69,7 +96,7 @@ class CurvePlot(PlotextPlot):
             return
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         marker = "braille"
-        if self.smooth and len(ys) > 2:
+        if self.smooth and len(ys) >= 8:  # a few evaluations are shown as they are
             plt.plot(xs, ys, color=RAW_COLOR, marker=marker)
             plt.plot(xs, ema(ys), color=color, marker=marker, label=curve.label)
         else:

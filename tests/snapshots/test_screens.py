@@ -1,0 +1,86 @@
+"""Every screen at 80x24 and 120x40 with deterministic data (a recorded system history stands in
+for the live sampler): no GPU, a GPU from recorded samples, and an error state. SVGs are in
+__snapshots__/; update them with `pytest tests/snapshots --snapshot-update` and review the diff."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from snapdata import write_recorded_runs
+
+from entrenar_tui.core.system import GpuSample, RecordedSampler, SystemSample
+
+SIZES = [(80, 24), (120, 40)]
+
+NO_GPU = SystemSample(
+    time=0.0, cpu_percent=12.5, cpu_count=2, ram_used_bytes=6 * 2**30,
+    ram_total_bytes=24 * 2**30, gpus=(), gpu_note="no NVIDIA GPU (no NVIDIA driver)",
+)  # fmt: off
+
+
+def gpu_history() -> list[SystemSample]:
+    """Eight recorded seconds of an H200 while a run warms up."""
+    samples = []
+    for second, util in enumerate((5, 20, 45, 70, 87, 90, 88, 87)):
+        gpu = GpuSample(index=0, name="NVIDIA H200", utilization=float(util),
+                        memory_used_bytes=(20 + 6 * second) * 2**30,
+                        memory_total_bytes=141 * 2**30, temperature_c=40.0 + 3 * second,
+                        power_w=120.0 + 50 * second, power_limit_w=700.0)  # fmt: off
+        samples.append(
+            SystemSample(time=float(second), cpu_percent=30.0 + second, cpu_count=16,
+                         ram_used_bytes=40 * 2**30, ram_total_bytes=128 * 2**30, gpus=(gpu,))
+        )  # fmt: off
+    return samples
+
+
+def make_app(samples=None, **options):
+    from entrenar_tui.app import EntrenarApp, LaunchOptions
+
+    sampler = RecordedSampler(samples or [NO_GPU], repeat=False)
+    return EntrenarApp(LaunchOptions(**options), sampler=sampler, sample_interval=0.0)
+
+
+def settled(count: int, extra=None):
+    """run_before: every recorded sample shown and every worker done (then a frame)."""
+
+    async def wait(pilot) -> None:
+        app = pilot.app
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = [w for w in app.workers if w.group != "system" and not w.is_finished]
+            if len(app.system_history) >= count and not busy:
+                break
+            await asyncio.sleep(0.05)
+        if extra is not None:
+            await extra(pilot)
+        await pilot.pause()
+        await pilot.pause()
+
+    return wait
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("key", ["1", "2", "4", "5", "6"])
+def test_screen_without_gpu(snap_compare, snapshot_env, key, size):
+    assert snap_compare(make_app(), press=[key], terminal_size=size, run_before=settled(1))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs_with_recorded_runs_and_a_gpu(snap_compare, snapshot_env, size):
+    write_recorded_runs(snapshot_env)
+    history = gpu_history()
+    app = make_app(history)
+    assert snap_compare(app, press=["3"], terminal_size=size, run_before=settled(len(history)))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs_error_state(snap_compare, snapshot_env, size):
+    write_recorded_runs(snapshot_env)
+
+    async def select_failed(pilot) -> None:
+        await pilot.press("down")
+
+    app = make_app()
+    assert snap_compare(app, press=["3"], terminal_size=size, run_before=settled(1, select_failed))
