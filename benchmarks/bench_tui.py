@@ -145,34 +145,37 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def measure(name, argv, markers, args, workdir) -> dict:
-    """First frame, RSS, key latency (alternating two screens), idle CPU, exit time."""
+def first_frames(argv: list[str], marker: bytes, args, workdir) -> tuple[list[float], int]:
+    """Process start to the first frame, `args.starts` times (an idle machine); RSS there."""
+    times, rss = [], 0
+    for _ in range(args.starts):
+        terminal = Terminal(argv, args.size, str(workdir))
+        terminal.wait_for(marker, timeout=180)
+        times.append(time.perf_counter() - terminal.started)
+        rss = terminal.rss()
+        terminal.close_terminal()
+    return times, rss
+
+
+def interactive(name, argv, first_marker, switches, args, workdir) -> dict:
+    """Beside a training run: key latency (alternating two screens), CPU, exit time."""
     terminal = Terminal(argv, args.size, str(workdir))
-    terminal.wait_for(markers[0], timeout=180)
-    first_frame = time.perf_counter() - terminal.started
-    rss = terminal.rss()
+    terminal.wait_for(first_marker, timeout=180)
     terminal.read_for(2.0)  # let start-up work settle
     latencies = []
     for index in range(args.presses):
-        key, marker = markers[1][index % 2]
+        key, marker = switches[index % 2]
         latencies.append(terminal.press(key, marker))
     terminal.read_for(1.0)  # an even number of presses ends on the second screen of the pair
     cpu = _cpu_while_reading(terminal, args.seconds)
     exit_s = terminal.close_terminal()
     print(
-        f"{name:9s} first frame {first_frame * 1000:7.0f} ms  rss {rss / 2**20:6.1f} MiB  "
-        f"key p50 {statistics.median(latencies) * 1000:5.1f} ms p95 "
+        f"{name:9s} key p50 {statistics.median(latencies) * 1000:5.1f} ms p95 "
         f"{percentile(latencies, 0.95) * 1000:5.1f} ms max {max(latencies) * 1000:5.1f} ms  "
         f"cpu {cpu:6.2%}  exit {exit_s:5.2f} s",
         flush=True,
     )
-    return {
-        "first_frame": first_frame,
-        "rss": rss,
-        "latencies": latencies,
-        "cpu": cpu,
-        "exit_s": exit_s,
-    }
+    return {"latencies": latencies, "cpu": cpu, "exit_s": exit_s}
 
 
 def _cpu_while_reading(terminal: Terminal, seconds: float) -> float:
@@ -188,28 +191,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU sampling window")
     parser.add_argument("--presses", type=int, default=40, help="an even number")
+    parser.add_argument("--starts", type=int, default=5, help="first-frame repeats")
     parser.add_argument("--size", default="120x40")
     parser.add_argument("--steps", type=int, default=2000, help="the training run's max_steps")
     args = parser.parse_args()
     args.size = tuple(int(v) for v in args.size.split("x"))
+    minimal_argv = [sys.executable, "minimal.py"]
+    entrenar_argv = [sys.executable, "-m", "entrenar_tui.cli.main", "tui"]
     with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
         workdir = Path(tmp)
         (workdir / "minimal.py").write_text(MINIMAL_APP)
+        start_minimal, rss_minimal = first_frames(minimal_argv, b"benchmark page", args, workdir)
+        start_ours, rss_ours = first_frames(entrenar_argv, b"Models", args, workdir)
         print("starting the demo distillation beside the apps...", flush=True)
         training, run_dir = start_training(workdir, args.steps)
         try:
-            minimal = measure(
+            minimal = interactive(
                 "minimal",
-                [sys.executable, str(workdir / "minimal.py")],
-                (b"benchmark page", (("2", b"Two"), ("1", b"One"))),
+                minimal_argv,
+                b"benchmark page",
+                (("2", b"Two"), ("1", b"One")),
                 args,
                 workdir,
             )
-            entrenar_argv = [sys.executable, "-m", "entrenar_tui.cli.main", "tui"]
-            ours = measure(
+            ours = interactive(
                 "entrenar",
                 [*entrenar_argv, "--attach", str(run_dir)],
-                (b"Runs", (("2", b"Memory"), ("3", b"Runs"))),
+                b"Runs",
+                (("2", b"Memory"), ("3", b"Runs")),
                 args,
                 workdir,
             )
@@ -218,9 +227,12 @@ def main() -> int:
             training.send_signal(signal.SIGTERM)
             training.wait(timeout=300)
     print(f"\nthe training run was {'still running' if alive else 'NOT running'} after the apps")
-    ratio = ours["first_frame"] / minimal["first_frame"]
+    ratio = statistics.median(start_ours) / statistics.median(start_minimal)
+    print(
+        f"first frame (median of {args.starts}): {statistics.median(start_ours) * 1000:.0f} ms vs "
+        f"{statistics.median(start_minimal) * 1000:.0f} ms = {ratio:.2f}x (goal <= 1.5x)"
+    )
     p95 = percentile(ours["latencies"], 0.95)
-    print(f"first frame: {ratio:.2f}x the minimal Textual app (goal <= 1.5x)")
     print(
         f"key to frame p95: {p95 * 1000:.1f} ms (goal <= 100 ms), minimal app "
         f"{percentile(minimal['latencies'], 0.95) * 1000:.1f} ms"
@@ -233,7 +245,7 @@ def main() -> int:
         f"exit after the terminal closed: {ours['exit_s']:.2f} s (goal <= 5 s), minimal app "
         f"{minimal['exit_s']:.2f} s"
     )
-    print(f"RSS at first frame: {ours['rss'] / 2**20:.1f} MiB vs {minimal['rss'] / 2**20:.1f} MiB")
+    print(f"RSS at first frame: {rss_ours / 2**20:.1f} MiB vs {rss_minimal / 2**20:.1f} MiB")
     return 0
 
 

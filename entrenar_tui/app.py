@@ -22,12 +22,6 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from .actions import Action, bindings
-from .screens.adapters import AdaptersScreen
-from .screens.memory import MemoryScreen
-from .screens.models import ModelsScreen
-from .screens.runs import RunsScreen
-from .screens.shell import ShellScreen
-from .screens.sweeps import SweepsScreen
 
 STYLES = Path(__file__).parent / "styles" / "app.tcss"
 SAMPLE_INTERVAL_S = 1.0  # NVML answers faster than this are not meaningful
@@ -107,16 +101,28 @@ class ActionCommands(Provider):
                 yield Hit(score, matcher.highlight(text), run, help=action.help)
 
 
+def _screen(module: str, name: str):
+    """A mode's screen factory: the screen's module is imported the first time it is shown, so
+    start-up pays only for the screen it opens on."""
+
+    def make():
+        from importlib import import_module
+
+        return getattr(import_module(f".screens.{module}", __package__), name)()
+
+    return make
+
+
 class EntrenarApp(App):
     TITLE = "entrenar"
     CSS_PATH = STYLES
     MODES = {
-        "models": ModelsScreen,
-        "memory": MemoryScreen,
-        "runs": RunsScreen,
-        "adapters": AdaptersScreen,
-        "sweeps": SweepsScreen,
-        "shell": ShellScreen,
+        "models": _screen("models", "ModelsScreen"),
+        "memory": _screen("memory", "MemoryScreen"),
+        "runs": _screen("runs", "RunsScreen"),
+        "adapters": _screen("adapters", "AdaptersScreen"),
+        "sweeps": _screen("sweeps", "SweepsScreen"),
+        "shell": _screen("shell", "ShellScreen"),
     }
     DEFAULT_MODE = "models"
     BINDINGS = bindings(APP_ACTIONS)

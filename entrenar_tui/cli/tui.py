@@ -48,7 +48,8 @@ def tui(
     def open_app() -> None:
         from ..core.errors import InvalidInputError
 
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        served = "TEXTUAL_DRIVER" in os.environ  # textual-serve drives the app over a pipe
+        if not served and not (sys.stdin.isatty() and sys.stdout.isatty()):
             raise InvalidInputError(
                 "`entrenar tui` needs a terminal (stdin and stdout are not one)",
                 "run the job headless: entrenar tui --run demo",

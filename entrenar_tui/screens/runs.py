@@ -144,8 +144,12 @@ class RunsScreen(EntrenarScreen):
             table.remove_row(key)
         for key, cells in rows.items():
             if key in table.rows:
-                for column, cell in zip(("mark", "run", "state", "step"), cells, strict=True):
-                    table.update_cell(key, column, cell)
+                shown = table.get_row(key)
+                for column, cell, old in zip(
+                    ("mark", "run", "state", "step"), cells, shown, strict=True
+                ):
+                    if cell != old:  # an unchanged cell is not redrawn
+                        table.update_cell(key, column, cell)
             else:
                 table.add_row(*cells, key=key)
         if self.selected not in rows and rows:
@@ -176,14 +180,23 @@ class RunsScreen(EntrenarScreen):
             self._draw_plots()
         progress = self.query_one("#run-progress", ProgressBar)
         if summary is None:
-            self.query_one("#run-info", Static).update(self._empty_text())
-            self.query_one("#run-events", Static).update("")
+            self._set_text("#run-info", self._empty_text())
+            self._set_text("#run-events", Text(""))
             progress.update(total=1, progress=0)
             return
-        progress.update(total=max(1, summary.total_steps), progress=summary.step)
-        self.query_one("#run-info", Static).update(run_info_text(summary, followed))
+        total = max(1, summary.total_steps)
+        if (progress.total, progress.progress) != (total, summary.step):
+            progress.update(total=total, progress=summary.step)
+        self._set_text("#run-info", run_info_text(summary, followed))
         events = tail_lines(summary.path / "events.log", 4)
-        self.query_one("#run-events", Static).update(Text("\n".join(events), style="dim"))
+        self._set_text("#run-events", Text("\n".join(events), style="dim"))
+
+    def _set_text(self, selector: str, text: Text) -> None:
+        """Update a Static only when its text changed: each update re-lays out the screen."""
+        widget = self.query_one(selector, Static)
+        if getattr(widget, "_shown", None) != text:
+            widget._shown = text
+            widget.update(text)
 
     def _empty_text(self) -> Text:
         runs_dir = self.app.options.runs_dir
@@ -374,7 +387,7 @@ def run_info_text(summary: RunSummary, followed: FollowedRun | None) -> Text:
                 completion = str(sample.get("completion", "")).replace("\n", "⏎")[:60]
                 text.append(
                     f"\n{str(sample.get('prompt', ''))[:30]!r} -> {completion!r}", style="italic"
-                )  # noqa: E501
+                )
     if summary.error:
         text.append(f"\nerror: {summary.error['message']}", style="bold red")
         if summary.error.get("hint"):
@@ -382,7 +395,7 @@ def run_info_text(summary: RunSummary, followed: FollowedRun | None) -> Text:
     elif summary.state == "stale":
         text.append(
             "\nthe run's process is gone without an end state: resume it (r)", style="yellow"
-        )  # noqa: E501
+        )
     return text
 
 

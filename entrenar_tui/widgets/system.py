@@ -51,7 +51,9 @@ class SystemPanel(Static):
         for gpu in last.gpus:
             text.append("\n")
             self._gpu_line(text, gpu, [g for s in history for g in s.gpus if g.index == gpu.index])
-        self.update(text)
+        if text != getattr(self, "_shown", None):  # an update re-lays out the screen
+            self._shown = text
+            self.update(text)
 
     def _gpu_line(self, text: Text, gpu, series: list) -> None:
         text.append(f"GPU{gpu.index} ", style="bold")
