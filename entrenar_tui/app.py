@@ -6,6 +6,7 @@ imported here: heavy work runs in child processes (core/runs/launch.py).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from textual.widgets import DataTable, Static
 from .actions import Action, bindings
 
 STYLES = Path(__file__).parent / "styles" / "app.tcss"
+STALLS_ENV = "ENTRENAR_TUI_STALLS"
 SAMPLE_INTERVAL_S = 1.0  # NVML answers faster than this are not meaningful
 HISTORY = 60
 
@@ -51,6 +53,36 @@ class LaunchOptions:
     overrides: list[str] = field(default_factory=list)
     model_dirs: list[str] = field(default_factory=list)
     runs_dir: str = "runs"
+
+
+class StallMonitor:
+    """How late the event loop runs a 20 ms timer: any lateness is time the UI could not answer
+    a key. Enabled with ENTRENAR_TUI_STALLS=FILE (the benchmark), written there on exit."""
+
+    TICK_S = 0.02
+
+    def __init__(self, app: App) -> None:
+        self.late_ms: list[float] = []
+        self._last = time.perf_counter()
+        app.set_interval(self.TICK_S, self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.late_ms.append(max(0.0, (now - self._last - self.TICK_S) * 1000))
+        self._last = now
+
+    def write(self, path: str, first_frame_s: float | None) -> None:
+        import json
+
+        ordered = sorted(self.late_ms) or [0.0]
+        summary = {
+            "ticks": len(self.late_ms),
+            "max_ms": ordered[-1],
+            "p99_ms": ordered[int(0.99 * (len(ordered) - 1))],
+            "over_50ms": sum(1 for v in ordered if v > 50),
+            "first_frame_s": first_frame_s,
+        }
+        Path(path).write_text(json.dumps(summary))
 
 
 class SystemSampled(Message):
@@ -150,10 +182,13 @@ class EntrenarApp(App):
         self.started_at = time.perf_counter()
         self.first_frame_s: float | None = None
         self._stop_sampling = threading.Event()
+        self.stalls: StallMonitor | None = None
 
     def on_mount(self) -> None:
         self.sample_system()
         self.call_after_refresh(self._first_frame)
+        if os.environ.get(STALLS_ENV):
+            self.stalls = StallMonitor(self)
 
     def _first_frame(self) -> None:
         self.first_frame_s = time.perf_counter() - self.started_at
@@ -199,3 +234,5 @@ class EntrenarApp(App):
 
     def on_unmount(self) -> None:
         self._stop_sampling.set()
+        if self.stalls is not None:
+            self.stalls.write(os.environ[STALLS_ENV], self.first_frame_s)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from ..actions import Action, bindings
+from ..widgets.keys import KeyBar
 from ..widgets.system import SystemPanel
 from ..widgets.tabs import ScreenTabs
 
@@ -31,7 +32,7 @@ class EntrenarScreen(Screen):
         yield ScreenTabs(self.MODE)
         yield from self.compose_body()
         yield SystemPanel()
-        yield Footer()
+        yield KeyBar(self.ACTIONS)
 
     def compose_body(self) -> ComposeResult:
         yield from ()

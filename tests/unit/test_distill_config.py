@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -183,3 +184,34 @@ def test_run_that_cannot_fit_is_a_warning_not_an_error(base, tmp_path):
     assert result.exit_code == 0 and report["ok"]
     warning = [p for p in report["problems"] if p["severity"] == "warning"]
     assert warning and "needs about" in warning[0]["message"] and "batch_size" in warning[0]["hint"]
+
+
+def test_a_packaged_example_gets_a_new_run_directory_each_time(tmp_path, monkeypatch):
+    from entrenar_tui.core.distill.config import default_run_dir, load_config
+
+    monkeypatch.chdir(tmp_path)
+    demo = load_config("demo")
+    first = default_run_dir("demo", demo)
+    assert first.parent == Path("runs") and first.name.startswith("demo-")
+    first.mkdir(parents=True)
+    second = default_run_dir("demo", demo)
+    assert second != first and second.name.startswith("demo-") and not second.exists()
+    own = tmp_path / "mine.yaml"
+    own.write_text((Path(__file__).parents[2] / "examples" / "demo.yaml").read_text())
+    assert default_run_dir(str(own), load_config(own)) == Path("runs/demo")
+
+
+def test_field_line_finds_each_problem_in_the_yaml_text():
+    from entrenar_tui.core.distill.config_lines import field_line
+
+    text = "teacher:\n  model_id: x\ntraining:\n  # a comment\n  batch_size: 4\n  lr: 1\n"
+    assert field_line(text, "training.batch_size") == 4
+    assert field_line(text, "training.max_steps") == 2  # the deepest present parent
+    assert field_line(text, "student.model_id") is None
+    assert (
+        field_line(
+            "student:\n  init_from_teacher:\n    layers: [0, 40]\n",
+            "student.init_from_teacher.layers[1]",
+        )
+        == 2
+    )
