@@ -6,7 +6,8 @@ Figures (goal in brackets), each next to the anchor:
   carries the new screen's title (p95 <= 100 ms);
 - CPU of the app while it follows the live run on the Runs screen over 60 s (<= 5% of a core);
 - resident memory at the first frame;
-- exit after the terminal goes away (the pty closes: SIGHUP), with the run going on.
+- exit after the terminal goes away (the pty closes: SIGHUP), with the run going on;
+- event-loop stalls (the app's own 20 ms tick, ENTRENAR_TUI_STALLS) over a tour of the screens.
 
     python benchmarks/bench_tui.py [--seconds 60] [--presses 40] [--size 120x40]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import pty
 import select
@@ -62,11 +64,12 @@ MINIMAL_APP = textwrap.dedent(
 class Terminal:
     """A child process on its own pseudo-terminal; output is read and searched as it comes."""
 
-    def __init__(self, argv: list[str], size: tuple[int, int], cwd: str) -> None:
+    def __init__(self, argv: list[str], size: tuple[int, int], cwd: str, env=None) -> None:
         self.started = time.perf_counter()
         pid, fd = pty.fork()
         if pid == 0:  # the child: its stdin/stdout/stderr are the pty
             os.chdir(cwd)
+            os.environ.update(env or {})
             os.execv(argv[0], argv)
         self.pid, self.fd = pid, fd
         columns, rows = size
@@ -178,6 +181,43 @@ def interactive(name, argv, first_marker, switches, args, workdir) -> dict:
     return {"latencies": latencies, "cpu": cpu, "exit_s": exit_s}
 
 
+def stalls(argv: list[str], args, workdir: Path) -> dict:
+    """Event-loop lateness (the app's own 20 ms tick) on an idle machine over two tours of every
+    screen: model info read in a worker, a validation child, the planner, a followed run. The
+    first tour composes each screen (Textual re-parses its stylesheet when a screen brings new
+    widget types); the second is the steady state."""
+    report = workdir / "stalls.json"
+    terminal = Terminal(argv, args.size, str(workdir), {"ENTRENAR_TUI_STALLS": str(report)})
+    terminal.wait_for(b"Models", timeout=180)
+    terminal.read_for(3.0)
+    tours = []
+    for _ in range(2):
+        started = time.perf_counter() - terminal.started
+        for key in (b"\x1b[B", b"\x1b[B", b"v"):  # minilm-l6's info, then validate it
+            os.write(terminal.fd, key)
+            terminal.read_for(1.5)
+        for key, marker in (("2", b"Memory"), ("3", b"Runs"), ("4", b"Adapters"), ("5", b"Sweeps")):
+            terminal.press(key, marker)
+            terminal.read_for(2.0)
+        terminal.press("6", b"Shell")
+        terminal.press("1", b"Models")
+        terminal.read_for(1.0)
+        tours.append((started, time.perf_counter() - terminal.started))
+    os.write(terminal.fd, b"q")
+    deadline = time.monotonic() + 30
+    while not report.exists() and time.monotonic() < deadline:
+        terminal.read_for(0.2)
+    terminal.close_terminal()
+    summary = json.loads(report.read_text())
+    # The app's clock starts at its first tick, a little after the process: compare loosely.
+    offset = summary["first_frame_s"] or 0.0
+    summary["tours"] = [
+        [late for when, late in summary["long"] if start <= when + offset < end]
+        for start, end in tours
+    ]
+    return summary
+
+
 def _cpu_while_reading(terminal: Terminal, seconds: float) -> float:
     """CPU share over `seconds`, draining the pty meanwhile (an unread pty blocks the app)."""
     process = psutil.Process(terminal.pid)
@@ -203,6 +243,7 @@ def main() -> int:
         (workdir / "minimal.py").write_text(MINIMAL_APP)
         start_minimal, rss_minimal = first_frames(minimal_argv, b"benchmark page", args, workdir)
         start_ours, rss_ours = first_frames(entrenar_argv, b"Models", args, workdir)
+        stall = stalls(entrenar_argv, args, workdir)
         print("starting the demo distillation beside the apps...", flush=True)
         training, run_dir = start_training(workdir, args.steps)
         try:
@@ -246,6 +287,12 @@ def main() -> int:
         f"{minimal['exit_s']:.2f} s"
     )
     print(f"RSS at first frame: {rss_ours / 2**20:.1f} MiB vs {rss_minimal / 2**20:.1f} MiB")
+    first, second = stall["tours"]
+    print(
+        f"event-loop stalls (20 ms tick, {stall['ticks']} ticks): p99 {stall['p99_ms']:.0f} ms; "
+        f"over 50 ms: first tour {len(first)} (max {max(first, default=0):.0f} ms), second tour "
+        f"{len(second)} (max {max(second, default=0):.0f} ms) (goal: none over 50 ms)"
+    )
     return 0
 
 

@@ -21,7 +21,6 @@ from ..widgets.job import JobDone, JobPanel, as_entrenar_error, error_text, shor
 from ..widgets.spectrum import SpectrumPlot
 from .base import EntrenarScreen
 
-STYLES = Path(__file__).parent.parent / "styles" / "adapters.tcss"
 TOP_K = 32  # singular values per module: enough to see the spectrum of any usual rank
 MODULE_COLUMNS = ("kind", "layer", "rank", "eff.", f"top-{TOP_K}", "||dW||", "module")
 
@@ -126,7 +125,6 @@ def _number(value, spec: str) -> str:
 class AdaptersScreen(EntrenarScreen):
     MODE = "adapters"
     TITLE_TEXT = "Adapters"
-    CSS_PATH = STYLES
     AUTO_FOCUS = "#adapters-found"  # single keys work at once; tab reaches the path field
     ACTIONS = (
         Action("l", "load", "Load", "inspect the adapter in the path field (lora inspect)"),

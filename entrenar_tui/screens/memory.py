@@ -31,7 +31,6 @@ from .base import EntrenarScreen
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_PLAN_PATH = "lora-plan.yaml"
 DEBOUNCE_S = 0.15  # long enough to skip the keystrokes in between, short enough to feel live
-STYLES = Path(__file__).parent.parent / "styles" / "memory.tcss"
 # The form, top to bottom: name (widget id memory-NAME), label, default, choices (None: typed).
 FIELDS = (
     ("model", "model", DEFAULT_MODEL, None),
@@ -178,7 +177,6 @@ class ModelRead(Message):
 class WritePlanScreen(ModalScreen[str | None]):
     """Asks where to write the plan; enter writes, escape cancels."""
 
-    CSS_PATH = STYLES
     AUTO_FOCUS = "Input"
     BINDINGS = bindings((Action("escape", "cancel", "Cancel", "write nothing"),))
 
@@ -205,7 +203,6 @@ def _field(name: str, default: str, choices) -> Input | Select:
 class MemoryScreen(EntrenarScreen):
     MODE = "memory"
     TITLE_TEXT = "Memory"
-    CSS_PATH = STYLES
     AUTO_FOCUS = ""  # single-key actions work at once; tab enters the form
     ACTIONS = (
         Action("w", "write_plan", "Write plan", "write the plan that fits as a config (YAML)"),

@@ -4,7 +4,6 @@ and layers, and validate/convert as child processes so a long scan never freezes
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -20,7 +19,6 @@ from ..widgets.job import JobDone, JobPanel, as_entrenar_error, error_text, shor
 from .base import EntrenarScreen
 from .model_dialogs import ConvertModal, ConvertRequest, PathModal
 
-STYLES = Path(__file__).parent.parent / "styles" / "models.tcss"
 SOURCE_LABELS = {
     "packaged": "packaged",
     "local": "working directory",
@@ -123,7 +121,6 @@ def convert_text(document: dict) -> Text:
 class ModelsScreen(EntrenarScreen):
     MODE = "models"
     TITLE_TEXT = "Models"
-    CSS_PATH = STYLES
     ACTIONS = (
         Action("v", "validate", "Validate", "check structure and values (inspect validate)"),
         Action("c", "convert", "Convert", "convert to safetensors, gguf, apr or pth"),

@@ -70,7 +70,6 @@ class RunActionDone(Message):
 class RunsScreen(EntrenarScreen):
     MODE = "runs"
     TITLE_TEXT = "Runs"
-    CSS_PATH = Path(__file__).parent.parent / "styles" / "runs.tcss"
     ACTIONS = (
         Action("n", "new_run", "New", "start a new run: pick a config or demo, edit, validate"),
         Action("t", "stop_run", "Stop", "SIGTERM: the run checkpoints, then stops"),

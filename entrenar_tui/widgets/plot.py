@@ -54,7 +54,34 @@ class Series:
     y: list[float]
 
 
-class CurvePlot(PlotextPlot):
+class CachedPlot(PlotextPlot):
+    """A plotext plot whose render is kept until `changed()` is called or the size or theme
+    change: plotext rebuilds the whole figure in Python (15-150 ms at 120x40), and Textual asks
+    for a render on every screen switch and relayout."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._version = 0
+        self._cached: tuple[tuple, Text] | None = None
+        self.failed_note = "too small to plot"
+
+    def changed(self) -> None:
+        self._version += 1
+        self.refresh()
+
+    def render(self):
+        key = (self._version, self.size, self.app.theme)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        try:
+            text = super().render()
+        except IndexError:  # plotext's legend code on some tiny canvases: never crash the app
+            text = Text(self.failed_note, style="dim")
+        self._cached = (key, text)
+        return text
+
+
+class CurvePlot(CachedPlot):
     """`draw(series)` redraws everything; the options are the screen's keys (s, y, x)."""
 
     def __init__(self, title: str, **kwargs) -> None:
@@ -65,12 +92,10 @@ class CurvePlot(PlotextPlot):
         self.x_label = "step"
         self.empty_note = "no data yet"
         self._series: list[Series] = []
-        self._version = 0  # bumped by draw(); with the size and theme it keys the render cache
-        self._cached: tuple[tuple, Text] | None = None
+        self.failed_note = f"{title}: too small to plot"
 
     def draw(self, series: list[Series]) -> None:
         self._series = series
-        self._version += 1
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -87,7 +112,7 @@ class CurvePlot(PlotextPlot):
             plt.text(self.empty_note, 0, 0, alignment="center")
             plt.xlim(-1, 1)
             plt.ylim(-1, 1)
-        self.refresh()
+        self.changed()
 
     def _draw_one(self, curve: Series, color: str) -> None:
         plt = self.plt
@@ -104,17 +129,3 @@ class CurvePlot(PlotextPlot):
             plt.plot(xs, ema(ys), color=color, marker=marker, label=curve.label)
         else:
             plt.plot(xs, ys, color=color, marker=marker, label=curve.label)
-
-    def render(self):
-        """plotext rebuilds the whole figure in Python (~15 ms at 120x40), so a render is cached
-        until the data, the size or the theme change. plotext raises IndexError on some tiny
-        canvases (its legend code); a plot that cannot be drawn must not take the app down."""
-        key = (self._version, self.size, self.app.theme)
-        if self._cached is not None and self._cached[0] == key:
-            return self._cached[1]  # a screen switch or a relayout does not rebuild the plot
-        try:
-            text = super().render()
-        except IndexError:
-            text = Text(f"{self.title}: too small to plot", style="dim")
-        self._cached = (key, text)
-        return text

@@ -7,13 +7,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from textual_plotext import PlotextPlot
+from .plot import CachedPlot
 
 BAR_COLOR = "cyan"
 RANK_COLOR = "red"
 
 
-class SpectrumPlot(PlotextPlot):
+class SpectrumPlot(CachedPlot):
     """`show(...)` one module's values, or `show_note(text)` when there is nothing to draw."""
 
     def __init__(self, **kwargs) -> None:
@@ -54,7 +54,7 @@ class SpectrumPlot(PlotextPlot):
             plt.vline(effective_rank + 0.5, RANK_COLOR)
         plt.xlabel("singular value")
         plt.xticks(positions if len(positions) <= 16 else positions[:: len(positions) // 8])
-        self.refresh()
+        self.changed()
 
     def show_note(self, note: str) -> None:
         self.plt.clear_data()
@@ -70,4 +70,4 @@ class SpectrumPlot(PlotextPlot):
         self.plt.ylim(-1, 1)
         self.plt.xticks([])
         self.plt.yticks([])
-        self.refresh()
+        self.changed()

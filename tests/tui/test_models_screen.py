@@ -106,8 +106,9 @@ async def test_a_corrupt_safetensors_file_shows_its_error_and_the_app_lives_on(t
         result = await job_result(pilot)
         assert result.startswith("FAILED") and "header_too_large" in result, result
         await pilot.press("2")
+        await settle(pilot)
         await pilot.press("1")
-        await pilot.pause()
+        await settle(pilot)
         assert app.is_running and type(app.screen).__name__ == "ModelsScreen"
 
 
