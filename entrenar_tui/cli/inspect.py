@@ -46,16 +46,23 @@ def info(model: ModelArg, json_out: JsonOpt = False, debug: DebugOpt = False) ->
 
 def show_info(r) -> None:
     dtypes = ", ".join(f"{k} ({render.human_count(v)})" for k, v in r.dtypes.items())
+    guessed = set(r.inferred)
+
+    def shown(value, *fields: str):
+        """A value guessed from tensor shapes says so: it may be wrong (heads, family)."""
+        return f"{value} (inferred)" if value is not None and guessed.intersection(fields) else value
+
     heads = f"{r.heads} (kv {r.kv_heads})" if r.heads else None
+    architecture = f"{r.architecture} ({r.model_type}, from {r.arch_source})"
     rows = [
-        ("architecture", f"{r.architecture} ({r.model_type}, from {r.arch_source})"),
+        ("architecture", shown(architecture, "model_type", "family")),
         ("format", r.kind),
         ("parameters", f"{r.parameters:,} ({render.human_count(r.parameters)})"),
-        ("layers", r.layers),
-        ("hidden size", r.hidden_size),
-        ("attention heads", heads),
-        ("intermediate size", r.intermediate_size),
-        ("vocab size", r.vocab_size),
+        ("layers", shown(r.layers, "layers")),
+        ("hidden size", shown(r.hidden_size, "hidden_size")),
+        ("attention heads", shown(heads, "heads", "kv_heads")),
+        ("intermediate size", shown(r.intermediate_size, "intermediate_size")),
+        ("vocab size", shown(r.vocab_size, "vocab_size")),
         ("max positions", r.max_positions),
         ("tied embeddings", r.tied_embeddings),
         ("precision", dtypes),

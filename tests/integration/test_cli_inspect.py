@@ -112,3 +112,20 @@ def test_planned_commands_say_not_built_exit_2(group, command):
     result = invoke(group, command, "--anything")
     assert result.exit_code == 2
     assert "not built yet" in result.stderr
+
+
+def test_guessed_fields_are_shown_as_inferred(tmp_path):
+    """MiniLM as a bare .pth has no config: its 12 heads cannot be read from shapes, and the
+    detector's guess must not be presented as a fact (in the table or in --json)."""
+    pth = tmp_path / "minilm.pth"
+    converted = invoke("inspect", "convert", "minilm-l6", "--to", "pth", "--output", str(pth))
+    assert converted.exit_code == 0, converted.output
+    info = invoke_json("inspect", "info", str(pth))
+    assert "heads" in info["inferred"]
+    table = invoke("inspect", "info", str(pth))
+    heads_row = next(line for line in table.stdout.splitlines() if "attention heads" in line)
+    assert "(inferred)" in heads_row
+    read = invoke_json("inspect", "info", "minilm-l6")  # config.json: nothing guessed
+    assert read["inferred"] == [] and read["heads"] == 12
+    plain = invoke("inspect", "info", "minilm-l6").stdout
+    assert "(inferred)" not in plain

@@ -36,6 +36,7 @@ class ModelInfo:
     has_tokenizer: bool
     seconds: float
     metadata: dict = field(default_factory=dict)
+    inferred: list[str] = field(default_factory=list)  # fields guessed from tensor shapes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +73,7 @@ def model_info(ref: str) -> ModelInfo:
         metadata={
             k: v for k, v in model.metadata.items() if isinstance(v, (str, int, float, bool))
         },
+        inferred=list(arch.inferred),
     )
 
 
