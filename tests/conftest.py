@@ -122,3 +122,20 @@ def tiny_lm_pair(tmp_path_factory):
         transformers.AutoTokenizer.from_pretrained(tok_dir).save_pretrained(folder)
         out.append(folder)
     return tuple(out)
+
+
+@pytest.fixture
+def anyio_backend():
+    """The app's Pilot tests run on asyncio (anyio's pytest plugin)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def tui_env(tmp_path, monkeypatch):
+    """The app runs in an empty folder with its own HF cache and ENTRENAR_HOME, so what it lists
+    (and what a snapshot shows) depends on nothing outside the test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("ENTRENAR_HOME", str(tmp_path / ".entrenar"))
+    return tmp_path

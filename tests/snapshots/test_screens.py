@@ -63,21 +63,21 @@ def settled(count: int, extra=None):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("key", ["1", "2", "4", "5", "6"])
-def test_screen_without_gpu(snap_compare, snapshot_env, key, size):
+def test_screen_without_gpu(snap_compare, tui_env, key, size):
     assert snap_compare(make_app(), press=[key], terminal_size=size, run_before=settled(1))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_runs_with_recorded_runs_and_a_gpu(snap_compare, snapshot_env, size):
-    write_recorded_runs(snapshot_env)
+def test_runs_with_recorded_runs_and_a_gpu(snap_compare, tui_env, size):
+    write_recorded_runs(tui_env)
     history = gpu_history()
     app = make_app(history)
     assert snap_compare(app, press=["3"], terminal_size=size, run_before=settled(len(history)))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_runs_error_state(snap_compare, snapshot_env, size):
-    write_recorded_runs(snapshot_env)
+def test_runs_error_state(snap_compare, tui_env, size):
+    write_recorded_runs(tui_env)
 
     async def select_failed(pilot) -> None:
         await pilot.press("down")
