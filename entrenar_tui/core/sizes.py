@@ -1,8 +1,10 @@
 """Byte sizes: reading what users type (`16GB`, `512MiB`, `16e9B`) and writing them back.
 
 Input follows the project contract: `16GB` and `16GiB` both mean 16 x 2^30 bytes, because GPU
-vendors and nvidia-smi say "GB" for binary gigabytes. A plain number, or a number with a bare
-`B`, is a count of bytes (`16e9B` is how to ask for decimal gigabytes). Output is binary.
+vendors and nvidia-smi say "GB" for binary gigabytes. A number with a bare `B` is a count of
+bytes (`16e9B` is how to ask for decimal gigabytes). Typed text needs a unit: `--vram 8` is
+refused with a hint rather than read as 8 bytes or guessed as 8 GB. Python numbers (the JSON
+contract) are bytes. Output is binary.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ _SIZE = re.compile(
 )
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
-_HINT = "write a size like 16GB, 16GiB, 512MB, 1.5GB, 16e9B (decimal bytes) or a plain byte count"
+_HINT = "write a size with a unit: 16GB, 16GiB, 512MB, 1.5GB, or 16e9B for a count of bytes"
 
 
 def parse_size(value: str | int | float) -> int:
-    """Bytes from `16GB`, `16GiB`, `512MB`, `1.5G`, `16e9B` or a plain number of bytes."""
+    """Bytes from `16GB`, `16GiB`, `512MB`, `1.5G`, `16e9B`, or a Python number of bytes."""
     if isinstance(value, bool):
         raise InvalidInputError(f"not a size: {value!r}", _HINT)
     if isinstance(value, int | float):
@@ -33,6 +35,11 @@ def parse_size(value: str | int | float) -> int:
     number, prefix, suffix = match.groups()
     if prefix == "" and suffix.upper().startswith("I"):
         raise InvalidInputError(f"not a size: {value!r}", _HINT)
+    if prefix == "" and suffix == "":
+        raise InvalidInputError(
+            f"size {value!r} has no unit",
+            f"write {number}GB (= {number} GiB), {number}MB, or {number}B for a count of bytes",
+        )
     return _checked(float(number) * 1024 ** _POWERS[prefix.upper()], repr(value))
 
 

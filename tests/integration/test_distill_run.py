@@ -320,8 +320,15 @@ def test_estimate_memory_and_measured_speed(tiny_lm_pair, tmp_path):
     )
     assert result.exit_code == 0, result.output
     est = json.loads(result.stdout)
-    assert est["total_bytes"] == sum(est["breakdown"].values())
-    assert est["breakdown"]["teacher_weights"] == 4 * est["teacher_parameters"]
+    # both models train and infer in fp32, as their fp32 safetensors files store them: the
+    # weights are the files' tensor bytes (file size less its header), AdamW twice the student's
+    stored = {}
+    for name, folder in (("teacher", teacher), ("student", student)):
+        path = folder / "model.safetensors"
+        stored[name] = path.stat().st_size - 8 - int.from_bytes(path.read_bytes()[:8], "little")
+    assert est["breakdown"]["teacher_weights"] == stored["teacher"]
+    assert est["breakdown"]["student_weights"] == stored["student"]
+    assert est["breakdown"]["student_optimizer"] == 2 * stored["student"]
     assert est["seconds_per_step"] > 0 and est["estimated_seconds"] == pytest.approx(
         12 * est["seconds_per_step"]
     )

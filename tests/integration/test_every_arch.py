@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ARCHES
+from conftest import ARCHES, build_tiny_model
 from entrenar_tui.cli.main import app
 
 runner = CliRunner()
@@ -24,7 +24,15 @@ def invoke_json(*args: str, code: int = 0) -> dict:
 def test_memory_validate_convert_compare(arch, tiny_model_dir, tmp_path):
     folder = str(tiny_model_dir(arch))
     mem = invoke_json("inspect", "memory", folder, "--batch-size", "2", "--sequence-length", "64")
-    assert mem["total_bytes"] == sum(mem["breakdown"].values()) > 0
+    # full fine-tuning at bf16 (the default) with fp32 master weights and AdamW, by hand from
+    # the real model's parameter count: 2 + 4 + 2 x 4 bytes per parameter
+    parameters = sum(p.numel() for p in build_tiny_model(arch).parameters())
+    assert mem["parameters"] == mem["trainable_parameters"] == parameters
+    weights, master, optimizer = (
+        mem["breakdown"][k] for k in ("weights", "master_weights", "optimizer")
+    )
+    assert (weights, master, optimizer) == (2 * parameters, 4 * parameters, 8 * parameters)
+    assert mem["total_bytes"] > weights + master + optimizer  # activations and overhead on top
     report = invoke_json("inspect", "validate", folder, "--strict")
     assert report["ok"] and report["tensors_checked"] > 0
     for fmt, out in (

@@ -22,24 +22,32 @@ GIB = 2**30
         ("16G", 16 * GIB),
         ("16Gi", 16 * GIB),
         ("16e9B", 16_000_000_000),  # the way to ask for decimal bytes
-        ("16e9", 16_000_000_000),
         ("512MB", 512 * 2**20),
         ("512MiB", 512 * 2**20),
         ("1.5GB", 3 * GIB // 2),
         ("64KB", 64 * 1024),
         ("2TB", 2 * 2**40),
-        ("1024", 1024),
-        ("0", 0),
+        ("1024B", 1024),
+        ("0B", 0),
         ("  80GB  ", 80 * GIB),
     ],
 )
-def test_parse_size_reads_binary_units_and_plain_bytes(text, expected):
+def test_parse_size_reads_binary_units_and_bytes(text, expected):
     assert parse_size(text) == expected
 
 
 def test_parse_size_takes_numbers_as_bytes():
     assert parse_size(4096) == 4096
     assert parse_size(1.5e9) == 1_500_000_000
+
+
+@pytest.mark.parametrize("bare", ["8", "16e9", "1024", "0", " 80 "])
+def test_typed_sizes_need_a_unit(bare):
+    """`--vram 8` means 8 GB to a person and 8 bytes to a parser: ask instead of guessing."""
+    with pytest.raises(InvalidInputError) as caught:
+        parse_size(bare)
+    assert "no unit" in caught.value.message
+    assert f"{bare.strip()}GB" in caught.value.hint
 
 
 @pytest.mark.parametrize(

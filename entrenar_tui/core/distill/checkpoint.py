@@ -1,5 +1,6 @@
 """Checkpoints and the final student: everything a resumed run needs to continue exactly
-(weights, loss-module state, optimizer, scheduler, RNG, data position), written atomically."""
+(weights, loss-module state, optimizer, scheduler, fp16 loss scaler, every device's RNG, data
+position), written atomically."""
 
 from __future__ import annotations
 
@@ -18,6 +19,30 @@ def _checkpoint_bytes(s: Setup) -> int:
     return params * 3  # weights + AdamW m and v (an upper bound for LoRA)
 
 
+def rng_state() -> dict:
+    """Every generator a step draws from: Python's, torch's CPU one and each CUDA device's (LoRA
+    dropout on a GPU draws from the CUDA one; without it a resume would not be bit-identical)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    python = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "python": list(python[1]),
+        "python_pos": python[2],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Undo `rng_state`. CUDA states are restored where CUDA is present (device by device, as
+    many as both sides have); a checkpoint from a CPU-only run leaves the CUDA generators alone."""
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        count = min(len(cuda), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all([t.cpu() for t in cuda[:count]])
+
+
 def save_checkpoint(s: Setup, p: Progress, run: RunDir) -> Path:
     def write(folder: Path) -> None:
         trainable = {k: v for k, v in _unwrap(s.student).state_dict().items()}
@@ -27,11 +52,8 @@ def save_checkpoint(s: Setup, p: Progress, run: RunDir) -> Path:
                 "loss_fn": s.loss_fn.state_dict(),
                 "optimizer": s.optimizer.state_dict(),
                 "scheduler": s.scheduler.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "python": list(random.getstate()[1]),
-                    "python_pos": random.getstate()[2],
-                },
+                "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+                "rng": rng_state(),
                 "progress": asdict(p),
             },
             folder / "trainer.pt",
@@ -48,8 +70,9 @@ def load_checkpoint(s: Setup, folder: Path) -> Progress:
     s.loss_fn.load_state_dict(state["loss_fn"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"].cpu())
-    random.setstate((3, tuple(state["rng"]["python"]), state["rng"]["python_pos"]))
+    if s.scaler is not None and state.get("scaler"):
+        s.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"])
     return Progress(**state["progress"])
 
 

@@ -170,3 +170,36 @@ def build_dataset(docs: list[str], tokenizer, block_size: int, eval_fraction: fl
     return PackedData(
         train, evals, block_size, len(docs), sum(map(len, train_ids)) + sum(map(len, eval_ids))
     )
+
+
+def dataset_for(config, tokenizer) -> PackedData:
+    """The packed blocks a run of `config` trains on (what `distill validate` counts)."""
+    ds = config.dataset
+    docs = load_documents(
+        ds.source, ds.path, ds.name, ds.split, ds.text_field, ds.streaming, ds.max_documents
+    )
+    return build_dataset(docs, tokenizer, ds.max_length, ds.eval_fraction)
+
+
+def batch_size_problem(train_blocks: int, batch_size: int, block_size: int) -> str | None:
+    """Why a batch cannot be drawn from the data, or None: a batch is `batch_size` distinct
+    blocks of one epoch's permutation, so an epoch must hold at least one batch."""
+    if train_blocks >= batch_size:
+        return None
+    return (
+        f"batch_size {batch_size} is larger than the {train_blocks} training blocks "
+        f"of {block_size} tokens the dataset yields"
+    )
+
+
+def batch_size_hint(train_blocks: int) -> str:
+    return (
+        f"set training.batch_size to {train_blocks} or less (use gradient_accumulation for a "
+        "bigger effective batch), lower dataset.max_length, or add text"
+    )
+
+
+def check_batch_fits(train_blocks: int, batch_size: int, block_size: int) -> None:
+    problem = batch_size_problem(train_blocks, batch_size, block_size)
+    if problem:
+        raise ConfigError(f"training.batch_size: {problem}", batch_size_hint(train_blocks))

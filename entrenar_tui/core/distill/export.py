@@ -43,39 +43,35 @@ def _locate(path: Path) -> tuple[RunDir | None, Path]:
     )
 
 
+def _without_lora(config: DistillConfig) -> DistillConfig:
+    lora = config.student.lora.model_copy(update={"enabled": False})
+    student = config.student.model_copy(update={"lora": lora})
+    return config.model_copy(update={"student": student})
+
+
 def _rebuild_student(run: RunDir, checkpoint: Path | None, adapter: Path | None):
-    """The student as a transformers model, from the run's config plus a checkpoint or adapter."""
+    """(student as a plain transformers model, tokenizer, whether a LoRA adapter was merged
+    into it), from the run's config plus a checkpoint or a saved adapter."""
     import torch
 
     from .modeling import load_causal_lm, load_tokenizer
     from .trainer import _build_student
 
     config = DistillConfig.model_validate(run.read_config())
-    teacher = load_causal_lm(config.teacher.model_id, "cpu")
+    tc = config.teacher
+    teacher = load_causal_lm(tc.model_id, "cpu", revision=tc.revision, fmt=tc.format)
+    tokenizer = load_tokenizer(tc.model_id, tc.revision, tc.format)
     if adapter is not None:
         from peft import PeftModel
 
-        base = _build_student(
-            config.model_copy(
-                update={
-                    "student": config.student.model_copy(
-                        update={"lora": config.student.lora.model_copy(update={"enabled": False})}
-                    )
-                }
-            ),
-            teacher,
-            "cpu",
-        )
-        student = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    else:
-        student = _build_student(config, teacher, "cpu")
-        state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)[
-            "student"
-        ]
-        student.load_state_dict(state)
-        if config.student.lora.enabled:
-            student = student.merge_and_unload()
-    return student, load_tokenizer(config.teacher.model_id)
+        base = _build_student(_without_lora(config), teacher, "cpu")
+        return PeftModel.from_pretrained(base, adapter).merge_and_unload(), tokenizer, True
+    student = _build_student(config, teacher, "cpu")
+    state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
+    student.load_state_dict(state["student"])
+    if config.student.lora.enabled:  # a LoRA checkpoint: the adapter is merged, as for final/
+        return student.merge_and_unload(), tokenizer, True
+    return student, tokenizer, False
 
 
 def export_run(
@@ -85,6 +81,7 @@ def export_run(
     quantize: str | None = None,
     merge: bool = True,
 ) -> ExportResult:
+    """Convert a run's final student or a checkpoint; `merge=False` keeps a LoRA adapter."""
     from ..convert import convert_model
 
     path = Path(input_path)
@@ -103,16 +100,14 @@ def export_run(
             f"{source} needs its run directory to be rebuilt",
             "export from inside the run directory `distill run` wrote",
         )
-    student, tokenizer = _rebuild_student(
+    student, tokenizer, merged = _rebuild_student(
         run, source if not is_adapter else None, source if is_adapter else None
     )
     with tempfile.TemporaryDirectory(prefix="entrenar-export-") as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         conv = convert_model(tmp, fmt, output, quantize)
-    return ExportResult(
-        str(path), str(source), fmt, str(output), quantize, is_adapter, conv.to_dict()
-    )
+    return ExportResult(str(path), str(source), fmt, str(output), quantize, merged, conv.to_dict())
 
 
 def _export_adapter(path: Path, adapter: Path, fmt: str, output: str | Path) -> ExportResult:

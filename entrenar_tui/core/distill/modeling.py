@@ -8,12 +8,14 @@ every load, which costs more than a short training run.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import os
 from pathlib import Path
 
 from ..errors import InvalidInputError, UnsupportedError
 from ..models import Model
+from ..models.resolve import resolve
 
 CAUSAL_TYPES = {"llama", "mistral", "qwen2", "gpt2", "gpt_neox"}
 
@@ -25,24 +27,27 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def hf_folder(ref: str) -> Path:
-    """A folder transformers can load with from_pretrained, for any supported reference."""
-    model = Model.open(ref)
-    src = model.source
+def hf_folder(ref: str, revision: str | None = None, fmt: str = "auto") -> Path:
+    """A folder transformers can load with from_pretrained, for any supported reference.
+
+    `revision` and `fmt` are teacher.revision and teacher.format: a hub revision, and which
+    weights to use where a folder or repo holds both safetensors and GGUF."""
+    src = Model(resolve(ref, revision, fmt)).source
     if src.kind == "safetensors" and src.path.is_dir():
         return src.path
     if src.kind == "safetensors" and (src.path.parent / "config.json").exists():
         return src.path.parent
-    if src.kind == "gguf":
-        stat = src.path.stat()
+    if src.kind == "gguf":  # the file itself: a folder may also hold safetensors
+        gguf = src.weight_files[0]
+        stat = gguf.stat()
         key = hashlib.sha256(
-            f"{src.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+            f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
         ).hexdigest()[:16]
-        target = cache_root() / "hf" / f"{src.path.stem}-{key}"
+        target = cache_root() / "hf" / f"{gguf.stem}-{key}"
         if not (target / "config.json").exists():
             from ..convert import convert_model
 
-            convert_model(str(src.path), "safetensors", target)
+            convert_model(str(gguf), "safetensors", target)
         return target
     raise UnsupportedError(
         f"{ref}: a {src.kind} model cannot be trained from directly",
@@ -50,12 +55,20 @@ def hf_folder(ref: str) -> Path:
     )
 
 
-def _quiet_transformers() -> None:
-    """transformers' own progress bars would interleave with ours on stderr."""
+def quiet_transformers() -> None:
+    """transformers' and huggingface_hub's own progress bars ("Loading weights", "Writing
+    model shards", "Converting and de-quantizing GGUF tensors") would interleave with ours."""
+    from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    disable_progress_bars()
+    # the GGUF reader calls tqdm.auto directly, past transformers' switch
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    if not isinstance(gguf_utils.tqdm, functools.partial):
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
 
 
 def pick_device(requested: str) -> str:
@@ -70,23 +83,30 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def load_tokenizer(ref: str):
+def load_tokenizer(ref: str, revision: str | None = None, fmt: str = "auto"):
     from transformers import AutoTokenizer
 
-    folder = hf_folder(ref)
+    quiet_transformers()
+    folder = hf_folder(ref, revision, fmt)
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_causal_lm(ref: str, device: str = "cpu", attn_implementation: str = "eager"):
+def load_causal_lm(
+    ref: str,
+    device: str = "cpu",
+    attn_implementation: str = "eager",
+    revision: str | None = None,
+    fmt: str = "auto",
+):
     """Load a causal LM in float32 on `device`. Eager attention so attention maps are available."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    _quiet_transformers()
-    folder = hf_folder(ref)
+    quiet_transformers()
+    folder = hf_folder(ref, revision, fmt)
     config = AutoConfig.from_pretrained(folder)
     if config.model_type not in CAUSAL_TYPES:
         raise UnsupportedError(

@@ -14,10 +14,20 @@ import torch
 from ..errors import EntrenarError, InvalidInputError
 from ..runs.follow import LAUNCH_FILES
 from .checkpoint import load_checkpoint, save_checkpoint, save_final
-from .config import DistillConfig, parse_config
+from .config import DistillConfig
+from .data import check_batch_fits
 from .evaluate import evaluate, greedy_samples
-from .rundir import FollowerRunDir, RunDir
+from .resume import ResumePlan, checkpoint_step, plan_resume, resumed_config, schedule_note
+from .rundir import FollowerRunDir, RunDir, utc_now
 from .trainer import Event, Progress, RunResult, Setup, _unwrap, build, train_step
+
+EXIT_INTERRUPTED = 130
+
+
+class RunInterrupted(EntrenarError):
+    """A second Ctrl-C: the step in flight is abandoned; the run stops at its last checkpoint."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def peak_memory_bytes(device: str) -> int:
@@ -64,18 +74,21 @@ def _eval_record(s: Setup, step: int, with_samples: bool) -> dict:
 
 
 def _prepare(
-    config: DistillConfig | None, run_dir: Path, resume: bool, command: list[str]
-) -> tuple[DistillConfig, RunDir]:
+    config: DistillConfig | None,
+    run_dir: Path,
+    resume: bool,
+    command: list[str],
+    overrides: list[str],
+) -> tuple[DistillConfig, RunDir, ResumePlan | None]:
     leader = int(os.environ.get("RANK", 0)) == 0
     run = RunDir(run_dir) if leader else FollowerRunDir(run_dir)
+    if resume and not leader:  # rank 0 checks and records the resume
+        return resumed_config(run, overrides), run, None
     if resume:
-        config, problems = parse_config(run.read_config())
-        if problems:
-            raise InvalidInputError(
-                f"{run_dir}/config.yaml no longer validates: {problems[0].path}: {problems[0].message}",
-                "fix the file or start a new run",
-            )
-        return config, run
+        plan = plan_resume(run, overrides)
+        entry = {"at": utc_now(), **plan.record(), "command": command}
+        run.record_resume(plan.config.model_dump(mode="json"), plan.config.config_hash(), entry)
+        return plan.config, run, plan
     # The launcher (core/runs/launch.py) writes launch.json and console.log before the run starts.
     if leader and run_dir.exists() and any(p.name not in LAUNCH_FILES for p in run_dir.iterdir()):
         raise InvalidInputError(
@@ -83,7 +96,7 @@ def _prepare(
             f"use --resume {run_dir} to continue it, or another --output",
         )
     run.start(config.model_dump(mode="json"), config.config_hash(), command)
-    return config, run
+    return config, run, None
 
 
 def run_distillation(
@@ -94,16 +107,23 @@ def run_distillation(
     command: list[str] | None = None,
     on_event: Event | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    overrides: list[str] | None = None,
 ) -> RunResult:
-    """Start (config given) or resume (resume=True) a run in `run_dir`; returns when it ends."""
+    """Start (config given) or resume (resume=True, with `overrides` of the fields a resume may
+    change) a run in `run_dir`; returns when it ends."""
     follower = int(os.environ.get("RANK", 0)) != 0
     emit = on_event if on_event is not None and not follower else (lambda e: None)
     run_dir = Path(run_dir)
-    config, run = _prepare(config, run_dir, resume, command or [])
+    config, run, plan = _prepare(config, run_dir, resume, command or [], overrides or [])
     started = time.perf_counter()
-    run.write_status("running", 0, 0)
+    previous = run.status() if resume else {}
+    run.write_status(
+        "running", plan.from_step if plan else 0, int(previous.get("total_steps") or 0)
+    )
     try:
+        _note_resume(plan, run, emit)
         s = build(config)
+        check_batch_fits(len(s.train_blocks), config.training.batch_size, config.dataset.max_length)
         result = _loop(s, run, resume, emit, should_stop, started)
         if s.world_size > 1:
             import torch.distributed as dist
@@ -117,7 +137,37 @@ def run_distillation(
     except Exception as exc:
         _mark_failed(run, f"{type(exc).__name__}: {exc}", "see events.log; rerun with --debug")
         raise
+    except KeyboardInterrupt:
+        raise _mark_interrupted(run, emit) from None
     return result
+
+
+def _note_resume(plan: ResumePlan | None, run: RunDir, emit: Event) -> None:
+    notes = [schedule_note(plan)] if plan else []
+    if plan and plan.changes:
+        changed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in plan.changes.items())
+        notes.insert(0, f"resumed with {changed} (recorded in run.json)")
+    for message in filter(None, notes):
+        run.log(message)
+        emit({"event": "note", "message": message})
+
+
+def _mark_interrupted(run: RunDir, emit: Event) -> RunInterrupted:
+    """The step in flight is lost: the run stands at its last checkpoint, which a resume
+    continues from, so status.json says `stopped` at that step."""
+    checkpoint = run.latest_checkpoint()
+    step = checkpoint_step(checkpoint)
+    run.write_status("stopped", step, int(run.status().get("total_steps") or 0))
+    if checkpoint is not None:
+        message = f"interrupted: the run stops at its last checkpoint, {checkpoint} (step {step})"
+        hint = f"continue it with: entrenar distill run --resume {run.path}"
+    else:
+        message = "interrupted before the first checkpoint: no training step was kept"
+        hint = f"entrenar distill run --resume {run.path} starts it again from step 0"
+    run.log(message)
+    error = RunInterrupted(message, hint)
+    emit({"event": "end", "state": "stopped", "step": step, "error": error.to_dict()})
+    return error
 
 
 def _mark_failed(run: RunDir, message: str, hint: str) -> None:
@@ -141,6 +191,11 @@ def _start_or_resume(
         run.log(f"resumed from {checkpoint.name}")
         emit({"event": "resume", "step": p.step, "checkpoint": str(checkpoint)})
         return p, checkpoint, _baseline_from_metrics(run)
+    if resume:  # killed before its first checkpoint: start again, as if new
+        run.truncate_metrics_after(-1)
+        message = f"no checkpoint in {run.path}: restarting from step 0"
+        run.log(message)
+        emit({"event": "note", "message": message})
     if not s.eval_blocks:
         message = (
             "no held-out blocks (dataset.eval_fraction is 0, or the dataset is tiny): no evaluation"
@@ -164,11 +219,7 @@ def _start_or_resume(
 
 def _baseline_from_metrics(run: RunDir) -> dict:
     """The step-0 evaluation a resumed run already wrote, so its summary still shows it."""
-    import json
-
-    path = run.path / "metrics.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        record = json.loads(line)
+    for record in run.metric_records():
         if record.get("kind") == "eval" and record.get("step") == 0:
             teacher = {
                 "eval_loss": record.get("teacher_eval_loss"),
@@ -188,10 +239,12 @@ def _loop(
     run.write_status("running", p.step, s.total_steps)
     clock = time.perf_counter()
     s.student.train()
-    cache_noted = False
+    cache_noted, last_eval = False, {}
     while p.step < s.total_steps:
         tokens_before, step_start = p.tokens, time.perf_counter()
-        terms = train_step(s, p, last_ckpt)
+        # the ranks agree inside the step (one all-reduce) on its losses and on stopping
+        terms = train_step(s, p, last_ckpt, should_stop)
+        stopping = terms.pop("stop")
         if leader and s.cache_coverage is not None and not cache_noted:
             cache_noted = True
             _note_cache_coverage(s, run, emit)
@@ -215,12 +268,13 @@ def _loop(
             run.append_metrics(record)
             run.write_status("running", p.step, s.total_steps)
             emit({"event": "train", **record})
-        periodic = t.eval_every and p.step % t.eval_every == 0 and p.step < s.total_steps
-        if leader and periodic and s.eval_blocks:
-            record = _eval_record(s, p.step, with_samples=True)
-            run.append_metrics(record)
-            emit({"event": "eval", **record})
-        stopping = should_stop()
+        # evaluate before checkpointing, so a step's eval line comes before its checkpoint;
+        # the last step's evaluation is the run's final one (_finish reuses it)
+        periodic = t.eval_every and p.step % t.eval_every == 0
+        if leader and s.eval_blocks and (periodic or p.step == s.total_steps):
+            last_eval = _eval_record(s, p.step, with_samples=True)
+            run.append_metrics(last_eval)
+            emit({"event": "eval", **last_eval})
         if leader and ((out.checkpoint_every and p.step % out.checkpoint_every == 0) or stopping):
             p.elapsed += time.perf_counter() - clock
             clock = time.perf_counter()
@@ -241,7 +295,30 @@ def _loop(
                 p.first_loss,
                 p.last_loss,
             )
-    return _finish(s, run, p, baseline, emit, started)
+    return _finish(s, run, p, baseline, emit, started, last_eval)
+
+
+FINAL_SUFFIXES = {"gguf": ".gguf", "pth": ".pth", "apr": ".apr"}
+
+
+def _export_final(s: Setup, run: RunDir, emit: Event) -> None:
+    """`output.format`: the final student also as `final.<format>`, through `distill export`
+    (a LoRA student is merged into its base). safetensors is final/ itself."""
+    fmt = s.config.output.format
+    if fmt == "safetensors":
+        return
+    from .export import export_run
+
+    target = run.path / f"final{FINAL_SUFFIXES[fmt]}"
+    try:
+        export_run(run.path, fmt, target)
+    except EntrenarError as exc:
+        raise InvalidInputError(
+            f"final/ was saved, but exporting it as {fmt} (output.format) failed: {exc.message}",
+            exc.hint,
+        ) from exc
+    run.log(f"exported the final student as {fmt}: {target}")
+    emit({"event": "note", "message": f"final student exported as {fmt}: {target}"})
 
 
 def _note_cache_coverage(s: Setup, run: RunDir, emit: Event) -> None:
@@ -260,20 +337,38 @@ def _note_cache_coverage(s: Setup, run: RunDir, emit: Event) -> None:
 
 
 def _finish(
-    s: Setup, run: RunDir, p: Progress, baseline: dict, emit: Event, started: float
+    s: Setup,
+    run: RunDir,
+    p: Progress,
+    baseline: dict,
+    emit: Event,
+    started: float,
+    last_eval: dict | None = None,
 ) -> RunResult:
-    final_eval = _eval_record(s, p.step, with_samples=True) if s.rank == 0 and s.eval_blocks else {}
-    if final_eval:
+    final_eval = last_eval if last_eval and last_eval["step"] == p.step else {}
+    if not final_eval and s.rank == 0 and s.eval_blocks:  # resumed at the last step
+        final_eval = _eval_record(s, p.step, with_samples=True)
         run.append_metrics(final_eval)
         emit({"event": "eval", **final_eval})
     if s.rank == 0:
         save_final(s, run)
+        _export_final(s, run, emit)
         run.write_status("finished", p.step, s.total_steps)
         ppl = f", final eval ppl {final_eval['eval_ppl']:.2f}" if final_eval else ""
         run.log(f"finished: {p.step} steps{ppl}")
     result = RunResult(
-        str(run.path), "finished", p.step, s.total_steps, str(run.final), time.perf_counter() - started, p.tokens, p.first_loss, p.last_loss,
-        teacher_eval=baseline.get("teacher"), student_eval_before=baseline.get("student_before"), student_eval_after=final_eval or None,
-    )  # fmt: skip
+        str(run.path),
+        "finished",
+        p.step,
+        s.total_steps,
+        str(run.final),
+        time.perf_counter() - started,
+        p.tokens,
+        p.first_loss,
+        p.last_loss,
+        teacher_eval=baseline.get("teacher"),
+        student_eval_before=baseline.get("student_before"),
+        student_eval_after=final_eval or None,
+    )
     emit({"event": "end", "state": "finished", **result.to_dict()})
     return result

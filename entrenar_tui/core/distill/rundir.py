@@ -1,4 +1,4 @@
-"""The run directory (ARCHITECTURE.md): provenance, status, metrics, events, checkpoints.
+"""The run directory (docs/architecture.md): provenance, status, metrics, events, checkpoints.
 
 Everything here is written atomically so a reader (the TUI, `tail -f`, a resumed run) never
 sees half a file, and a SIGKILL at any moment leaves a resumable directory behind.
@@ -105,8 +105,12 @@ class RunDir:
 
     # -------------------------------------------------------------- status
     def status(self) -> dict:
-        path = self.path / "status.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        """The last status written, or {} when there is none or it cannot be read."""
+        try:
+            status = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return status if isinstance(status, dict) else {}
 
     def write_status(
         self,
@@ -143,17 +147,46 @@ class RunDir:
         with open(self.path / "events.log", "a", encoding="utf-8") as f:
             f.write(f"{utc_now()} {message}\n")
 
+    def metric_records(self) -> list[dict]:
+        """Every whole record in metrics.jsonl; a line half written by a killed process (or
+        anything that is not a JSON object with an integer step) is skipped."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and type(record.get("step", 0)) is int:
+                records.append(record)
+        return records
+
     def truncate_metrics_after(self, step: int) -> None:
-        """On resume, drop lines from steps after the checkpoint (they will be recomputed)."""
+        """On resume, drop lines from steps after the checkpoint (they will be recomputed), so
+        each step is in the file once; `step` -1 empties it (a restart from step 0)."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return
-        keep = [
-            line
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        write_text_atomic(path, "".join(line + "\n" for line in keep))
+        keep = [r for r in self.metric_records() if r.get("step", 0) <= step]
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def record_resume(self, config_dump: dict, config_hash: str, entry: dict) -> None:
+        """Provenance of a resume in run.json (`resumes`); config.yaml as the run now uses it."""
+        if entry.get("changes"):
+            write_text_atomic(
+                self.path / "config.yaml", yaml.safe_dump(config_dump, sort_keys=False)
+            )
+        try:
+            provenance = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            provenance = None
+        provenance = provenance if isinstance(provenance, dict) else {}
+        resumes = provenance.get("resumes")
+        provenance["resumes"] = [*(resumes if isinstance(resumes, list) else []), entry]
+        provenance["config_hash"] = config_hash
+        write_json_atomic(self.path / "run.json", provenance)
 
     # -------------------------------------------------------------- checkpoints
     def checkpoint_dir(self, step: int) -> Path:
@@ -208,6 +241,9 @@ class FollowerRunDir(RunDir):
         pass
 
     def truncate_metrics_after(self, step: int) -> None:
+        pass
+
+    def record_resume(self, config_dump: dict, config_hash: str, entry: dict) -> None:
         pass
 
     def save_checkpoint(self, step: int, write, expected_bytes: int, keep: int) -> Path:

@@ -4,10 +4,14 @@
 warmup + decay, gradient accumulation and clipping, writing the run directory as it goes.
 Determinism: the data order is a function of (seed, epoch) and the micro-batch counter, and the
 checkpoint holds every RNG, so a resumed run continues bit-for-bit on CPU.
+Under torchrun the student and the loss module (its hidden-state projections) train inside one
+DistributedDataParallel wrapper, so every trainable parameter is averaged across ranks; the ranks
+agree on the step's losses, a stop request and a non-finite loss with one all-reduce per step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -17,8 +21,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckFailedError
+from ..errors import CheckFailedError, InvalidInputError
+from .batches import _compress as _compress  # importable from here, as before the split
+from .batches import micro_batch, teacher_targets, window_counts
 from .config import DistillConfig
+from .losses import LossTerms
 
 Event = Callable[[dict], None]
 
@@ -65,6 +72,9 @@ class Setup:
     rank: int = 0
     teacher_cache: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # _compress
     cache_coverage: float | None = None  # the top k's share of the teacher's mass, first batch
+    trainable: torch.nn.Module | None = None  # StudentWithLoss, DDP-wrapped under torchrun
+    scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA only
+    pad_id: int = 0  # fills blocks shorter than dataset.max_length
 
 
 @dataclass
@@ -154,10 +164,13 @@ def build(config: DistillConfig) -> Setup:
     random.seed(config.seed)
     world_size, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     device = pick_device(config.device)
+    check_precision(config.training.mixed_precision, device)
     if device == "cuda" and world_size > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    tokenizer = load_tokenizer(config.teacher.model_id)
-    teacher = load_causal_lm(config.teacher.model_id, device).eval().requires_grad_(False)
+    tc = config.teacher
+    tokenizer = load_tokenizer(tc.model_id, tc.revision, tc.format)
+    teacher = load_causal_lm(tc.model_id, device, revision=tc.revision, fmt=tc.format)
+    teacher = teacher.eval().requires_grad_(False)
     student = _build_student(config, teacher, device)
     loss_fn = _build_loss(config, student, teacher).to(device)
     ds = config.dataset
@@ -177,8 +190,9 @@ def build(config: DistillConfig) -> Setup:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(t.scheduler, t.warmup_steps, total)
     )
+    trainable = StudentWithLoss(student, loss_fn, t.mixed_precision)
     if world_size > 1:
-        student = _wrap_ddp(student, device)
+        trainable = _wrap_ddp(trainable, device)
     eval_blocks = data.eval[: t.eval_max_blocks]
     return Setup(
         config,
@@ -194,17 +208,86 @@ def build(config: DistillConfig) -> Setup:
         total,
         world_size,
         rank,
+        trainable=trainable,
+        scaler=grad_scaler(t.mixed_precision, device),
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
     )
 
 
-def _wrap_ddp(student, device: str):
+def precision_problem(mixed_precision: str, device: str) -> tuple[str, str] | None:
+    """(message, hint) when the precision cannot train on the device: fp16 needs loss scaling,
+    which this trainer does on CUDA only; bf16 has fp32's range and needs none."""
+    if mixed_precision == "fp16" and not device.startswith("cuda"):
+        return (
+            f"fp16 needs a CUDA device (this run is on {device})",
+            "use mixed_precision: bf16 (or no) on CPU; fp16 is for CUDA, with loss scaling",
+        )
+    return None
+
+
+def check_precision(mixed_precision: str, device: str) -> None:
+    problem = precision_problem(mixed_precision, device)
+    if problem is not None:
+        raise InvalidInputError(f"training.mixed_precision: {problem[0]}", problem[1])
+
+
+def grad_scaler(mixed_precision: str, device: str) -> torch.amp.GradScaler | None:
+    """Loss scaling for fp16: without it small gradients (most logit gradients at a large
+    vocabulary) flush to zero in half precision."""
+    if mixed_precision == "fp16" and device.startswith("cuda"):
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+class StudentWithLoss(torch.nn.Module):
+    """Every trainable module in one: the student and the loss module (hidden-state projections).
+
+    DistributedDataParallel wraps this, not the student alone, so the projections' gradients are
+    averaged across ranks too; clipping then sees the same gradients on every rank. Its inputs
+    are tensors (or tuples of them) only, which DDP can move between devices as they are."""
+
+    def __init__(self, student: torch.nn.Module, loss_fn: torch.nn.Module, precision: str) -> None:
+        super().__init__()
+        self.student = student
+        self.loss_fn = loss_fn
+        self.precision = precision
+
+    def forward(self, ids, labels, attention_mask, teacher: tuple, **counts) -> LossTerms:
+        """Student forward (autocast to the run's precision) and the loss against the teacher's
+        (logits, per-block hidden states, attentions)."""
+        teacher_logits, teacher_hidden, teacher_attentions = teacher
+        loss_fn = self.loss_fn
+        with _autocast(self.precision, ids.device.type):
+            out = self.student(
+                input_ids=ids,
+                attention_mask=attention_mask,
+                output_hidden_states=loss_fn.needs_hidden_states,
+                output_attentions=loss_fn.needs_attentions,
+            )
+        return loss_fn(
+            out.logits[:, :-1],
+            labels,
+            teacher_logits[:, :-1] if teacher_logits is not None else None,
+            attention_mask=attention_mask,
+            **counts,
+            student_hidden=out.hidden_states[1:] if out.hidden_states else None,
+            teacher_hidden=teacher_hidden,
+            student_attentions=out.attentions,
+            teacher_attentions=teacher_attentions,
+        )
+
+
+def _wrap_ddp(trainable: torch.nn.Module, device: str):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    # causal LMs carry no running statistics: nothing to broadcast at every forward
     return DistributedDataParallel(
-        student, device_ids=[device] if device.startswith("cuda") else None
+        trainable,
+        device_ids=[device] if device.startswith("cuda") else None,
+        broadcast_buffers=False,
     )
 
 
@@ -212,172 +295,114 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-# ------------------------------------------------------------------------------------- data
-
-
-def micro_batch(s: Setup, micro: int) -> tuple[list[int], torch.Tensor]:
-    """Block indices and ids of this rank's `micro`-th micro-batch. Global micro-batch g covers
-    blocks [g*B, (g+1)*B) of the epoch's permutation; rank r takes g = micro*W + r, so W ranks with
-    accumulation A see exactly the blocks one process sees with accumulation A*W."""
-    bs = s.config.training.batch_size
-    per_epoch = len(s.train_blocks) // bs
-    g = micro * s.world_size + s.rank
-    epoch, index = divmod(g, per_epoch)
-    order = torch.randperm(
-        len(s.train_blocks), generator=torch.Generator().manual_seed(s.config.seed * 1000 + epoch)
-    )
-    chosen = order[index * bs : (index + 1) * bs].tolist()
-    ids = torch.tensor([s.train_blocks[i] for i in chosen], dtype=torch.long, device=s.device)
-    return chosen, ids
-
-
-def teacher_logits(s: Setup, blocks: list[int], ids: torch.Tensor, want_states: bool):
-    """Teacher forward under no_grad, or its top-k cache once every block has been seen. With the
-    cache enabled, cached and uncached steps both use the reconstruction of `_compress`, so they
-    compute the same loss."""
-    cache = s.config.distillation.teacher_cache
-    cached = cache.enabled and not want_states and all(b in s.teacher_cache for b in blocks)
-    outputs = None
-    if cached:
-        entries = [s.teacher_cache[b] for b in blocks]
-        parts = [torch.stack([e[i] for e in entries]).to(s.device) for i in range(3)]
-    else:
-        with torch.no_grad():
-            need_att = s.loss_fn.needs_attentions
-            outputs = s.teacher(
-                input_ids=ids,
-                output_hidden_states=want_states,
-                output_attentions=need_att and want_states,
-            )
-        if not cache.enabled:
-            return outputs.logits, outputs
-        parts = _compress(outputs.logits, cache.top_k, s.config.distillation.temperature)
-        if s.cache_coverage is None:
-            s.cache_coverage = _coverage(outputs.logits, parts, s.config.distillation.temperature)
-        for row, b in enumerate(blocks):
-            s.teacher_cache[b] = tuple(p[row].cpu() for p in parts)
-    values, indices, tail = parts
-    full = tail.float().expand(*indices.shape[:-1], _unwrap(s.student).config.vocab_size)
-    return full.clone().scatter_(-1, indices.long(), values.float()), outputs
-
-
-def _coverage(logits: torch.Tensor, parts, temperature: float) -> float:
-    """Mean share of the teacher's probability (at T) that the kept top k hold."""
-    total = torch.logsumexp(logits.float() / temperature, -1)
-    head = torch.logsumexp(parts[0].float() / temperature, -1)
-    return float((head - total).exp().mean())
-
-
-def _compress(logits: torch.Tensor, k: int, temperature: float):
-    """(top-k logits as fp16, their int32 indices, one fp32 logit for every other token).
-
-    The tail logit is chosen so that, at the run's temperature, the tokens outside the top k keep
-    their total probability, spread evenly. Dropping the tail instead (-inf) renormalises the top
-    k: SmolLM2-135M's top 64 hold only 19 % of the mass at T=2, so that target is ~5x sharper than
-    the teacher's (gradient cosine 0.79 against full KD, vs 0.998 with the even tail; measured
-    on the demo's first batch)."""
-    logits = logits.float()
-    vocab = logits.shape[-1]
-    top = logits.topk(min(k, vocab - 1), dim=-1)
-    values = top.values.half()
-    scaled_total = torch.logsumexp(logits / temperature, -1, keepdim=True)
-    scaled_head = torch.logsumexp(values.float() / temperature, -1, keepdim=True)
-    gap = (scaled_head - scaled_total).clamp_max(-1e-7)  # log of the top k's share, < 0
-    tail_share = torch.log(-torch.expm1(gap))  # log(1 - share)
-    tail = temperature * (scaled_total + tail_share - math.log(vocab - top.indices.shape[-1]))
-    return values, top.indices.int(), tail
-
-
 # ------------------------------------------------------------------------------------- step
 
 
-def _autocast(s: Setup):
-    mp = s.config.training.mixed_precision
-    if mp == "no":
-        return torch.autocast(device_type="cpu", enabled=False)
-    dtype = torch.bfloat16 if mp == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda" if s.device.startswith("cuda") else "cpu", dtype=dtype)
+def _autocast(precision: str, device_type: str):
+    if precision == "no":
+        return torch.autocast(device_type=device_type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device_type, dtype=dtype)
 
 
-def _micro_loss(s: Setup, micro: int, window_tokens: int, window_positions: int):
-    blocks, ids = micro_batch(s, micro)
-    want_states = s.loss_fn.needs_hidden_states or s.loss_fn.needs_attentions
-    t_logits, t_out = (
-        teacher_logits(s, blocks, ids, want_states)
-        if s.loss_fn.needs_teacher_logits or want_states
-        else (None, None)
-    )
-    with _autocast(s):
-        out = s.student(
-            input_ids=ids,
-            output_hidden_states=s.loss_fn.needs_hidden_states,
-            output_attentions=s.loss_fn.needs_attentions,
-        )
-    labels = ids[:, 1:]
-    terms = s.loss_fn(
-        out.logits[:, :-1],
-        labels,
-        t_logits[:, :-1] if t_logits is not None else None,
+def _micro_loss(s: Setup, micro: int, window_tokens: int, window_positions: int) -> LossTerms:
+    batch = micro_batch(s, micro)
+    return s.trainable(
+        batch.ids,
+        batch.labels,
+        batch.attention_mask,
+        teacher_targets(s, batch),
         num_tokens=window_tokens,
         num_positions=window_positions,
-        student_hidden=out.hidden_states[1:] if out.hidden_states else None,
-        teacher_hidden=t_out.hidden_states[1:]
-        if t_out is not None and t_out.hidden_states
-        else None,
-        student_attentions=out.attentions,
-        teacher_attentions=t_out.attentions if t_out is not None else None,
     )
-    return terms, ids.numel()
 
 
-def _check_finite(terms, step: int, last_checkpoint: Path | None) -> None:
-    if torch.isfinite(terms.loss):
-        return
-    bad = [k for k, v in terms.to_dict().items() if k != "loss" and not math.isfinite(v)]
+STEP_TERMS = ("loss", "loss_kd", "loss_ce", "loss_hidden", "loss_attention")
+
+
+def _divergence_error(terms: dict, step: int, last_checkpoint: Path | None):
+    """The error every rank raises when the agreed losses of a step are not finite."""
+    bad = [k for k in STEP_TERMS[1:] if not math.isfinite(terms[k])]
     where = (
         f"last good checkpoint: {last_checkpoint}"
         if last_checkpoint
         else "no checkpoint was written yet"
     )
-    raise TrainingDivergedError(
+    return TrainingDivergedError(
         f"loss became non-finite at step {step + 1} (term(s): {', '.join(bad) or 'total'})",
         f"lower training.learning_rate, enable max_grad_norm, or use mixed_precision: no; {where}",
     )
 
 
-def train_step(s: Setup, p: Progress, last_checkpoint: Path | None) -> dict:
-    """One optimizer step over `gradient_accumulation` micro-batches."""
-    t = s.config.training
-    seq = s.config.dataset.max_length
-    window_tokens = t.batch_size * t.gradient_accumulation * (seq - 1) * s.world_size
-    window_positions = t.batch_size * t.gradient_accumulation * seq * s.world_size
-    sums = {"loss": 0.0, "loss_kd": 0.0, "loss_ce": 0.0, "loss_hidden": 0.0, "loss_attention": 0.0}
-    for _ in range(t.gradient_accumulation):
-        terms, n = _micro_loss(s, p.micro, window_tokens, window_positions)
-        _check_finite(terms, p.step, last_checkpoint)
-        # DDP averages gradients over ranks; the loss is already normalised by the global window.
-        (terms.loss * s.world_size).backward()
+def _sync_context(s: Setup, last: bool):
+    """DDP all-reduces gradients on the window's last backward only (one reduction per step)."""
+    if last or s.world_size == 1 or not hasattr(s.trainable, "no_sync"):
+        return contextlib.nullcontext()
+    return s.trainable.no_sync()
+
+
+def _optimizer_step(s: Setup) -> None:
+    """Clip (on unscaled gradients) and step; with fp16 the scaler skips a step with inf/NaN."""
+    max_norm = s.config.training.max_grad_norm
+    params = [q for g in s.optimizer.param_groups for q in g["params"]]
+    if s.scaler is not None:
+        s.scaler.unscale_(s.optimizer)
+    if max_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if s.scaler is not None:
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(
+    s: Setup,
+    p: Progress,
+    last_checkpoint: Path | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """One optimizer step over `gradient_accumulation` micro-batches.
+
+    Returns the step's losses (means over ranks), its learning rate and `stop`: whether any rank
+    asked to stop (`should_stop`, asked once per step), so that all ranks stop after this step.
+    A non-finite loss on any rank raises on every rank, before the optimizer step."""
+    accumulation = s.config.training.gradient_accumulation
+    window_tokens, window_positions = window_counts(s, p.micro)
+    sums = dict.fromkeys(STEP_TERMS, 0.0)
+    for index in range(accumulation):
+        with _sync_context(s, last=index == accumulation - 1):
+            terms = _micro_loss(s, p.micro, window_tokens, window_positions)
+            # DDP averages gradients over ranks; the loss is already normalised by the global
+            # window, so scale by W to get the window's sum. A NaN still goes backward: every
+            # rank must reach the same all-reduces; the step is refused below.
+            loss = terms.loss * s.world_size
+            (s.scaler.scale(loss) if s.scaler is not None else loss).backward()
         for k, v in terms.to_dict().items():
             sums[k] += v * s.world_size
         p.micro += 1
-        p.tokens += n * s.world_size
-    if t.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(
-            [q for g in s.optimizer.param_groups for q in g["params"]], t.max_grad_norm
-        )
+    stop_requested = bool(should_stop()) if should_stop is not None else False
+    agreed, stop = _agree(s, sums, stop_requested)
+    if not all(math.isfinite(v) for v in agreed.values()):
+        s.optimizer.zero_grad(set_to_none=True)
+        raise _divergence_error(agreed, p.step, last_checkpoint)
     lr = s.scheduler.get_last_lr()[0]
-    s.optimizer.step()
-    s.scheduler.step()
-    s.optimizer.zero_grad(set_to_none=True)
+    _optimizer_step(s)
     p.step += 1
-    return {**_reduce(s, sums), "lr": lr}
+    p.tokens += window_positions
+    return {**agreed, "lr": lr, "stop": stop}
 
 
-def _reduce(s: Setup, sums: dict) -> dict:
+def _agree(s: Setup, sums: dict, stop_requested: bool) -> tuple[dict, bool]:
+    """The step's mean losses over ranks and whether any rank asked to stop: one all-reduce."""
     if s.world_size == 1:
-        return sums
+        return sums, stop_requested
     import torch.distributed as dist
 
-    vec = torch.tensor(list(sums.values()), dtype=torch.float64, device=s.device)
+    values = [*sums.values(), float(stop_requested)]
+    vec = torch.tensor(values, dtype=torch.float64, device=s.device)
     dist.all_reduce(vec)
-    return {k: float(v) / s.world_size for k, v in zip(sums, vec.tolist(), strict=True)}
+    *totals, stops = vec.tolist()
+    return {k: v / s.world_size for k, v in zip(sums, totals, strict=True)}, stops > 0

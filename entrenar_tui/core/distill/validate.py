@@ -175,11 +175,76 @@ def _memory_warning(config, problems: list[Problem]) -> None:
         )
         return
     if need > available:
-        problems.append(Problem(
-            path="training.batch_size", value=config.training.batch_size, severity="warning",
-            message=f"the run needs about {format_bytes(need)} but {device} has {format_bytes(available)} available",
-            hint="lower training.batch_size or dataset.max_length, enable training.gradient_checkpointing or student.lora",
-        ))  # fmt: skip
+        problems.append(
+            Problem(
+                path="training.batch_size",
+                value=config.training.batch_size,
+                severity="warning",
+                message=f"the run needs about {format_bytes(need)} but {device} has {format_bytes(available)} available",
+                hint="lower training.batch_size or dataset.max_length, enable training.gradient_checkpointing or student.lora",
+            )
+        )
+
+
+def _teacher_tokenizer(ref: str, problems: list[Problem]):
+    from .modeling import load_tokenizer
+
+    try:
+        return load_tokenizer(ref)
+    except EntrenarError as exc:
+        problem = Problem(path="teacher.model_id", message=exc.message, value=ref, hint=exc.hint)
+    except (OSError, ValueError) as exc:
+        problem = Problem(
+            path="teacher.model_id",
+            message=f"cannot load the teacher's tokenizer ({type(exc).__name__}: {exc})",
+            value=ref,
+            hint="the teacher folder needs its tokenizer files (tokenizer.json or similar)",
+        )
+    problems.append(problem)
+    return None
+
+
+def _data_check(config, problems: list[Problem]) -> None:
+    """Tokenise and pack the dataset as the run will, to count its training blocks: a batch
+    larger than an epoch cannot be drawn, and only the data can tell."""
+    from .data import batch_size_hint, batch_size_problem, dataset_for
+
+    tokenizer = _teacher_tokenizer(config.teacher.model_id, problems)
+    if tokenizer is None:
+        return
+    try:
+        data = dataset_for(config, tokenizer)
+    except EntrenarError as exc:
+        problems.append(Problem(path="dataset", message=exc.message, hint=exc.hint))
+        return
+    batch = config.training.batch_size
+    problem = batch_size_problem(len(data.train), batch, data.block_size)
+    if problem:
+        problems.append(
+            Problem(
+                path="training.batch_size",
+                message=problem,
+                value=batch,
+                hint=batch_size_hint(len(data.train)),
+            )
+        )
+
+
+def _precision_check(config, problems: list[Problem]) -> None:
+    """fp16 trains only on CUDA (loss scaling); a CPU-only machine is told to use bf16."""
+    if config.training.mixed_precision != "fp16":
+        return
+    import torch
+
+    from .trainer import precision_problem
+
+    device = "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+    problem = precision_problem("fp16", device)
+    if problem is not None:
+        message, hint = problem
+        problems.append(
+            Problem(path="training.mixed_precision", message=message, value="fp16", hint=hint)
+        )
 
 
 def validate_config(
@@ -189,8 +254,12 @@ def validate_config(
     data = apply_overrides(load_yaml(path), overrides or [])
     config, problems = parse_config(data)
     report = ConfigReport(str(path), problems)
+    if config is not None:
+        _precision_check(config, report.problems)
     if check_models:
         report.teacher, report.student = _model_checks(data, report.problems)
+    if config is not None and check_models and report.ok:
+        _data_check(config, report.problems)
     if config is not None and check_models and report.ok:
         _memory_warning(config, report.problems)
     if (

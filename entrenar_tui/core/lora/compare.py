@@ -1,7 +1,7 @@
 """`lora compare`: several fine-tuning methods side by side at the same settings.
 
-Split from plan.py, which holds the shared pieces (method names, the estimate of one
-candidate, relative speed, quality notes) and, in its docstring, the decisions both follow.
+The shared pieces (method names, the estimate of one candidate, relative speed, quality notes)
+are in methods.py; plan.py's docstring lists the decisions both follow.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import InvalidInputError
 from ..sizes import format_bytes
-from .plan import (
+from .methods import (
     DEFAULT_HEADROOM,
     DEFAULT_RANK,
     DEFAULT_SEQUENCE_LENGTH,
@@ -84,23 +84,58 @@ def compare_methods(
     vram_bytes, budget = _budget(vram, headroom) if vram is not None else (None, None)
     handle = _open(model)
     shape = _shape(handle)
-    rows = []
-    for name, method in parsed:
-        rank = method.rank or (DEFAULT_RANK if method.kind != "full" else None)
-        cand = _Candidate(method.kind, rank, None if method.kind == "full" else "all-linear")
-        targets = _targets(shape, cand.target_set)
-        est = _estimate(handle, cand, targets, batch_size, sequence_length, gradient_checkpointing)
-        rows.append(MethodRow(
-            name, method.kind, rank, 2 * rank if rank else None, targets, est.total_bytes, est.breakdown,
-            est.trainable_parameters, est.trainable_parameters / est.parameters,
-            relative_speed(method.kind, est.parameters, est.trainable_parameters, gradient_checkpointing),
-            quality_note(method.kind, rank, cand.target_set, cand.optimizer),
-            None if budget is None else est.total_bytes <= budget,
-        ))  # fmt: skip
-    notes = [
-        "full: bf16 mixed precision, fp32 master weights, AdamW; LoRA: bf16 base; QLoRA: NF4 double-quantised base; adapters on every linear layer of the blocks, alpha = 2 x rank",  # fmt: skip
-        "speed: FLOPs per token against full fine-tuning without checkpointing; QLoRA x0.7 for dequantisation",  # fmt: skip
+    rows = [
+        _row(
+            handle, shape, name, method, batch_size, sequence_length, gradient_checkpointing, budget
+        )
+        for name, method in parsed
     ]
-    if vram_bytes is not None:
-        notes.append(f"fits: within {format_bytes(budget)} ({format_bytes(vram_bytes)} less {headroom:.0%} headroom)")  # fmt: skip
-    return MethodComparison(str(handle.source.ref), batch_size, sequence_length, gradient_checkpointing, vram_bytes, budget, headroom, rows, notes)  # fmt: skip
+    notes = [
+        "full: bf16 mixed precision, fp32 master weights, AdamW; LoRA: bf16 base; QLoRA: NF4 "
+        "double-quantised base; adapters on every linear layer of the blocks, alpha = 2 x rank",
+        "speed: FLOPs per token against full fine-tuning without checkpointing; QLoRA x0.7 for "
+        "dequantisation",
+    ]
+    if vram_bytes is None:
+        notes.append(
+            "fits: - without --vram (nothing to fit into); pass --vram 24GB to mark which fit"
+        )
+    else:
+        notes.append(
+            f"fits: within {format_bytes(budget)} ({format_bytes(vram_bytes)} less "
+            f"{headroom:.0%} headroom)"
+        )
+    return MethodComparison(
+        str(handle.source.ref),
+        batch_size,
+        sequence_length,
+        gradient_checkpointing,
+        vram_bytes,
+        budget,
+        headroom,
+        rows,
+        notes,
+    )
+
+
+def _row(handle, shape, name, method, batch_size, sequence_length, checkpointing, budget):
+    """One method's estimate at the shared settings."""
+    rank = method.rank or (DEFAULT_RANK if method.kind != "full" else None)
+    cand = _Candidate(method.kind, rank, None if method.kind == "full" else "all-linear")
+    targets = _targets(shape, cand.target_set)
+    est = _estimate(handle, cand, targets, batch_size, sequence_length, checkpointing)
+    trainable = est.trainable_parameters
+    return MethodRow(
+        method=name,
+        kind=method.kind,
+        rank=rank,
+        alpha=2 * rank if rank else None,
+        target_modules=targets,
+        memory_bytes=est.total_bytes,
+        breakdown=est.breakdown,
+        trainable_parameters=trainable,
+        trainable_share=trainable / est.parameters,
+        relative_speed=relative_speed(method.kind, est.parameters, trainable, checkpointing),
+        quality_note=quality_note(method.kind, rank, cand.target_set, cand.optimizer),
+        fits=None if budget is None else est.total_bytes <= budget,
+    )

@@ -38,61 +38,32 @@ counts bytes itself. Decisions, also returned in each result's `notes`:
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from ..memory import MemoryEstimate, estimate_for_model
-from ..memory_params import model_shape
-from ..sizes import format_bytes, parse_size
-
-RANKS = (64, 32, 16, 8)
-DEFAULT_RANK = 16  # what `lora` or `qlora-4bit` means in compare (distill.yaml's default too)
-DEFAULT_EFFECTIVE_BATCH = 16
-DEFAULT_SEQUENCE_LENGTH = 2048
-DEFAULT_HEADROOM = 0.10
-QLORA_SPEED = 0.7  # dequantising NF4 weights at every matmul (see the module docstring)
-LORA_DROPOUT = 0.05
-_METHOD = re.compile(r"^(full|lora|qlora)(-4bit)?(?:-(\d+))?$")
-_METHOD_HINT = "use full, lora, lora-RANK, qlora, qlora-RANK or qlora-4bit (e.g. lora-16)"
-
-
-@dataclass(frozen=True)
-class Method:
-    """A parsed method name: its kind and, when given, its rank."""
-
-    kind: str
-    rank: int | None = None
-
-
-def parse_method(text: str) -> Method:
-    """`full`, `lora`, `lora-16`, `qlora`, `qlora-64`, `qlora-4bit` (a 4-bit base, default rank)."""
-    match = _METHOD.match(str(text).strip().lower())
-    if not match or (match[1] == "full" and (match[2] or match[3])):
-        raise InvalidInputError(f"unknown method {text!r}", _METHOD_HINT)
-    if match[2] and match[1] != "qlora":
-        raise InvalidInputError(f"unknown method {text!r}: only QLoRA is 4-bit", _METHOD_HINT)
-    rank = int(match[3]) if match[3] else None
-    if rank is not None and not 1 <= rank <= 4096:
-        raise InvalidInputError(f"LoRA rank must be 1 to 4096, not {rank}", _METHOD_HINT)
-    return Method(match[1], rank)
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    kind: str
-    rank: int | None = None
-    target_set: str | None = None  # "all-linear" or "attention"
-    optimizer: str = "adamw"
-
-    @property
-    def label(self) -> str:
-        if self.kind == "full":
-            return "full" + (" (8-bit AdamW)" if self.optimizer == "adamw8bit" else "")
-        return f"{self.kind} r={self.rank} {self.target_set}" + (
-            "-only" if self.target_set == "attention" else ""
-        )
+from ..memory import MemoryEstimate
+from ..sizes import format_bytes
+from .methods import (  # noqa: F401 (QLORA_SPEED, RANKS, DEFAULT_RANK: re-exported)
+    DEFAULT_EFFECTIVE_BATCH,
+    DEFAULT_HEADROOM,
+    DEFAULT_RANK,
+    DEFAULT_SEQUENCE_LENGTH,
+    LORA_DROPOUT,
+    QLORA_SPEED,
+    RANKS,
+    Method,
+    _budget,
+    _Candidate,
+    _estimate,
+    _open,
+    _positive,
+    _shape,
+    _targets,
+    parse_method,
+    quality_note,
+    relative_speed,
+)
 
 
 @dataclass
@@ -155,7 +126,13 @@ class LoraPlan:
         """The `student.lora` and `training` keys of distill.yaml for this plan."""
         lora = {"enabled": False}
         if self.method != "full":
-            lora = {"enabled": True, "rank": self.rank, "alpha": self.alpha, "target_modules": list(self.target_modules), "dropout": LORA_DROPOUT}  # fmt: skip
+            lora = {
+                "enabled": True,
+                "rank": self.rank,
+                "alpha": self.alpha,
+                "target_modules": list(self.target_modules),
+                "dropout": LORA_DROPOUT,
+            }
         training = {
             "batch_size": self.batch_size,
             "gradient_accumulation": self.gradient_accumulation,
@@ -163,99 +140,6 @@ class LoraPlan:
             "mixed_precision": "bf16",
         }
         return {"student": {"lora": lora}, "training": training}
-
-
-# ---- the pieces both operations share ---------------------------------------------------------
-
-
-def _open(model):
-    from ..models.handle import Model
-
-    return Model.open(model) if isinstance(model, str | Path) else model
-
-
-def _shape(model):
-    config = model.source.config if model.source.config and model.kind != "gguf" else None
-    return model_shape(model.arch, config)
-
-
-def _all_linear_names(shape) -> list[str]:
-    """PEFT target names for every linear layer in the blocks: for each, the shortest name
-    suffix that matches no linear outside that set (BERT's `dense` would catch its head)."""
-    groups = shape.lora_targets(["all-linear"])
-    wanted = {g.path for g in groups}
-    names: list[str] = []
-    for path in (g.path for g in groups):
-        parts = path.split(".")
-        for start in range(len(parts) - 1, -1, -1):
-            name = ".".join(parts[start:])
-            if all(g.path in wanted for g in shape.linear_groups if g.matches(name)):
-                break
-        if name not in names:
-            names.append(name)
-    return names
-
-
-def _targets(shape, target_set: str | None) -> list[str]:
-    if target_set is None:
-        return []
-    return _all_linear_names(shape) if target_set == "all-linear" else shape.default_lora_targets
-
-
-def _estimate(model, cand: _Candidate, targets, batch: int, seq: int, ckpt: bool):
-    settings = dict(batch_size=batch, sequence_length=seq, precision="bf16", optimizer=cand.optimizer, gradient_checkpointing=ckpt)  # fmt: skip
-    if cand.kind != "full":
-        settings.update(lora_rank=cand.rank, lora_targets=targets)
-    if cand.kind == "qlora":
-        settings.update(quantize_base="nf4", double_quant=True)
-    return estimate_for_model(model, **settings)
-
-
-def relative_speed(kind: str, parameters: int, trainable: int, checkpointing: bool) -> float:
-    """Training tokens per second against full fine-tuning without checkpointing (6N FLOPs)."""
-    n, a = parameters, trainable
-    if kind == "full":
-        flops = 6 * n + (2 * n if checkpointing else 0)
-    else:
-        flops = 4 * n + 6 * a + ((2 * n + 2 * a) if checkpointing else 0)
-    return 6 * n / flops * (QLORA_SPEED if kind == "qlora" else 1.0)
-
-
-def quality_note(kind: str, rank: int | None, target_set: str | None, optimizer: str) -> str:
-    """What the literature says about this method's quality against full fine-tuning."""
-    if kind == "full":
-        if optimizer == "adamw8bit":
-            return "full fine-tuning; 8-bit AdamW matched 32-bit AdamW (Dettmers et al. 2022)"
-        return "reference: every weight trains"
-    if kind == "qlora":
-        note = "matches 16-bit LoRA with all-linear targets (Dettmers et al. 2023)"
-    else:
-        note = "close to full fine-tuning on instruction tuning (Hu et al. 2021; Dettmers et al. 2023)"  # fmt: skip
-    if target_set == "attention":
-        note = "attention-only targets trail all-linear ones (Dettmers et al. 2023)"
-    if rank is not None and rank < 16:
-        note += "; low rank may underfit knowledge-heavy tasks (Biderman et al. 2024)"
-    return note
-
-
-def _budget(vram, headroom: float) -> tuple[int, int]:
-    vram_bytes = parse_size(vram)
-    if vram_bytes <= 0:
-        raise InvalidInputError("--vram must be more than 0 bytes", "pass --vram 16GB")
-    if not 0 <= headroom < 1:
-        raise InvalidInputError(
-            f"headroom is a fraction of VRAM from 0 to below 1, not {headroom!r}",
-            "pass --headroom 0.1 (10%)",
-        )
-    return vram_bytes, int(vram_bytes * (1 - headroom))
-
-
-def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(
-            f"{name} must be a positive integer, not {value!r}",
-            f"pass --{name.replace('_', '-')} 8",
-        )
 
 
 # ---- plan --------------------------------------------------------------------------------------
@@ -304,7 +188,18 @@ def _rejected(cand: _Candidate, search: _Search, vram: int, budget: int) -> Reje
     )
     if est.total_bytes <= vram:
         reason += f" (it fits {format_bytes(vram)} only without the headroom)"
-    return Rejected(cand.label, cand.kind, cand.rank, cand.target_set, cand.optimizer, batch, ckpt, est.total_bytes, budget, reason)  # fmt: skip
+    return Rejected(
+        cand.label,
+        cand.kind,
+        cand.rank,
+        cand.target_set,
+        cand.optimizer,
+        batch,
+        ckpt,
+        est.total_bytes,
+        budget,
+        reason,
+    )
 
 
 def _plan_notes(model, cand, search, seq_given, batch_given, headroom) -> list[str]:
@@ -313,18 +208,22 @@ def _plan_notes(model, cand, search, seq_given, batch_given, headroom) -> list[s
     notes = [
         f"sequence length {est.inputs['sequence_length']} tokens"
         + ("" if seq_given is not None else " (the default; set --sequence-length)"),
-        f"micro-batch {batch} x gradient accumulation {effective // batch} = effective batch {effective}"  # fmt: skip
+        f"micro-batch {batch} x gradient accumulation {effective // batch} = effective batch {effective}"
         + ("" if batch_given is not None else " (the default; set --batch-size)"),
-        f"budget: VRAM less {headroom:.0%} headroom, for cards that expose less than their nominal size and the estimate's error",  # fmt: skip
-        "speed: FLOPs per token against full fine-tuning without checkpointing (6N); LoRA skips the frozen base's weight gradients (4N), checkpointing recomputes the forward (+2N), QLoRA x0.7 for dequantisation",  # fmt: skip
+        f"budget: VRAM less {headroom:.0%} headroom, for cards that expose less than their nominal size and the estimate's error",
+        "speed: FLOPs per token against full fine-tuning without checkpointing (6N); LoRA skips the frozen base's weight gradients (4N), checkpointing recomputes the forward (+2N), QLoRA x0.7 for dequantisation",
         "mixed precision bf16; on GPUs without bf16 (T4, V100) use fp16: the memory is the same",
     ]
     if cand.kind != "full":
         notes.append("alpha = 2 x rank (the update is scaled by alpha / rank = 2)")
     if ckpt and search.without_checkpointing:
-        notes.append(f"gradient checkpointing is on: without it micro-batch 1 needs {format_bytes(search.without_checkpointing.total_bytes)}")  # fmt: skip
+        notes.append(
+            f"gradient checkpointing is on: without it micro-batch 1 needs {format_bytes(search.without_checkpointing.total_bytes)}"
+        )
     if cand.kind == "qlora":
-        notes.append("QLoRA: load the base in 4-bit NF4 with double quantisation (bitsandbytes); distill.yaml has no key for it")  # fmt: skip
+        notes.append(
+            "QLoRA: load the base in 4-bit NF4 with double quantisation (bitsandbytes); distill.yaml has no key for it"
+        )
     if cand.optimizer == "adamw8bit":
         notes.append("8-bit AdamW needs bitsandbytes; distill.yaml has no optimizer key")
     if model.kind == "gguf":
@@ -340,7 +239,7 @@ def _nothing_fits(label: str, searches: list, vram: int, budget: int, headroom: 
         hint = "try --method auto (it falls back to QLoRA), " + hint
     raise InvalidInputError(
         f"{label} needs at least {format_bytes(est.total_bytes)} to train ({cand.label}, micro-batch {batch}"
-        f"{', gradient checkpointing' if ckpt else ''}); the budget is {format_bytes(budget)} ({format_bytes(vram)} less {headroom:.0%} headroom)",  # fmt: skip
+        f"{', gradient checkpointing' if ckpt else ''}); the budget is {format_bytes(budget)} ({format_bytes(vram)} less {headroom:.0%} headroom)",
         hint,
     )
 
@@ -381,18 +280,32 @@ def plan_lora(
     est, batch, ckpt = search.fit
     rank, trainable = cand.rank, est.trainable_parameters
     plan = LoraPlan(
-        model=label, method=cand.kind, rank=rank, alpha=2 * rank if rank else None,
-        target_set=cand.target_set, target_modules=_targets(shape, cand.target_set), optimizer=cand.optimizer,
-        quantize_base="nf4" if cand.kind == "qlora" else None, batch_size=batch,
-        gradient_accumulation=effective // batch, effective_batch_size=effective, gradient_checkpointing=ckpt,
-        sequence_length=seq, parameters=est.parameters, trainable_parameters=trainable,
-        trainable_share=trainable / est.parameters, memory=est, vram_bytes=vram_bytes, budget_bytes=budget,
-        headroom=headroom, utilization=est.total_bytes / vram_bytes,
+        model=label,
+        method=cand.kind,
+        rank=rank,
+        alpha=2 * rank if rank else None,
+        target_set=cand.target_set,
+        target_modules=_targets(shape, cand.target_set),
+        optimizer=cand.optimizer,
+        quantize_base="nf4" if cand.kind == "qlora" else None,
+        batch_size=batch,
+        gradient_accumulation=effective // batch,
+        effective_batch_size=effective,
+        gradient_checkpointing=ckpt,
+        sequence_length=seq,
+        parameters=est.parameters,
+        trainable_parameters=trainable,
+        trainable_share=trainable / est.parameters,
+        memory=est,
+        vram_bytes=vram_bytes,
+        budget_bytes=budget,
+        headroom=headroom,
+        utilization=est.total_bytes / vram_bytes,
         relative_speed=relative_speed(cand.kind, est.parameters, trainable, ckpt),
         quality_note=quality_note(cand.kind, rank, cand.target_set, cand.optimizer),
         rejected=[_rejected(c, s, vram_bytes, budget) for c, s in searches],
         notes=_plan_notes(handle, cand, search, sequence_length, batch_size, headroom),
-    )  # fmt: skip
+    )
     if write_config:
         write_plan_config(plan, write_config)
     return plan
@@ -402,11 +315,15 @@ def plan_config_yaml(plan: LoraPlan) -> str:
     """The distill.yaml fragment of a plan, with a comment header saying what it assumes."""
     import yaml
 
-    what = "full fine-tuning" if plan.method == "full" else f"{plan.method} r={plan.rank} ({plan.target_set})"  # fmt: skip
+    what = (
+        "full fine-tuning"
+        if plan.method == "full"
+        else f"{plan.method} r={plan.rank} ({plan.target_set})"
+    )
     header = [
         f"# entrenar lora plan: {plan.model} on {format_bytes(plan.vram_bytes)} of VRAM",
-        f"# {what}: about {format_bytes(plan.memory.total_bytes)} ({plan.utilization:.0%} of VRAM) at {plan.sequence_length} tokens (dataset.max_length)",  # fmt: skip
-        f"# effective batch {plan.effective_batch_size} = batch_size {plan.batch_size} x gradient_accumulation {plan.gradient_accumulation}",  # fmt: skip
+        f"# {what}: about {format_bytes(plan.memory.total_bytes)} ({plan.utilization:.0%} of VRAM) at {plan.sequence_length} tokens (dataset.max_length)",
+        f"# effective batch {plan.effective_batch_size} = batch_size {plan.batch_size} x gradient_accumulation {plan.gradient_accumulation}",
     ]
     header += [f"# {n}" for n in plan.notes if n.startswith(("QLoRA", "8-bit"))]
     header.append("# merge these keys into distill.yaml")
