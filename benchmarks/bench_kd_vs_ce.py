@@ -199,18 +199,24 @@ def print_table(summary: dict, runs: list[dict]) -> None:
     print(
         f"\nheld-out perplexity: teacher {fmt(teacher, '.2f')}, student before training {fmt(before, '.2f')}"
     )
-    print(f"{'arm':15s} {'steps':>6s} {'n':>2s} {'ppl mean':>11s} {'± std':>10s} {'train s':>8s} {'s/step':>7s} {'Welch p vs ce':>14s}")  # fmt: skip
+    print(
+        f"{'arm':15s} {'steps':>6s} {'n':>2s} {'ppl mean':>11s} {'± std':>10s} {'train s':>8s} {'s/step':>7s} {'Welch p vs ce':>14s}"
+    )
     for arm, row in summary["arms"].items():
         steps = ",".join(map(str, row["steps"]))
-        print(f"{arm:15s} {steps:>6s} {row['n']:2d} {fmt(row['ppl_mean'], '.2f'):>11s} {fmt(row['ppl_std'], '.2f'):>10s} "
-              f"{row['train_s_mean']:8.1f} {row['median_step_s']:7.2f} {fmt(row['welch_p_vs_ce'], '.4f'):>14s}")  # fmt: skip
+        print(
+            f"{arm:15s} {steps:>6s} {row['n']:2d} {fmt(row['ppl_mean'], '.2f'):>11s} {fmt(row['ppl_std'], '.2f'):>10s} "
+            f"{row['train_s_mean']:8.1f} {row['median_step_s']:7.2f} {fmt(row['welch_p_vs_ce'], '.4f'):>14s}"
+        )
     arms = summary["arms"]
     c = summary["comparisons"]
     kd_arm = c["kd_arm"]
     if "ce_wall" in arms and kd_arm in arms:
         got, want = arms["ce_wall"]["train_s_mean"], arms[kd_arm]["train_s_mean"]
-        print(f"ce_wall trained {got:.1f} s on average against {kd_arm}'s {want:.1f} s ({got / want:.2f}x); "
-              "far from 1x means the machine's load changed between runs")  # fmt: skip
+        print(
+            f"ce_wall trained {got:.1f} s on average against {kd_arm}'s {want:.1f} s ({got / want:.2f}x); "
+            "far from 1x means the machine's load changed between runs"
+        )
     print(
         f"\nequal steps:      {kd_arm} vs CE       Welch p = {fmt(c['equal_steps_kd_vs_ce_p'], '.4f')}"
     )
@@ -223,7 +229,10 @@ def estimate_full(runs: list[dict], args, steps: int = 100, seeds: int = 3) -> f
     """Seconds a run at `steps`/`seeds` with every held-out block would take at the measured step
     times: steps + each run's measured overhead (build, evals, saving) + the evaluation batches
     this run skipped (three evals per run of about 0.5 KD step each: teacher, before, after)."""
-    step_s = {a: statistics.median(r["median_step_s"] for r in runs if r["arm"] == a) for a in {r["arm"] for r in runs}}  # fmt: skip
+    step_s = {
+        a: statistics.median(r["median_step_s"] for r in runs if r["arm"] == a)
+        for a in {r["arm"] for r in runs}
+    }
     step_s["ce_wall"] = step_s.get("ce", 0.0)  # the same work as ce; its own runs came later
     kd, ce = step_s.get("kd", 0.0), step_s.get("ce", 0.0)
     overhead = statistics.median(r["run_s"] - r["train_s"] for r in runs)
@@ -314,8 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     print_table(summary, runs)
     elapsed = time.perf_counter() - started
     full = estimate_full(runs, args)
-    print(f"\nthis run took {elapsed / 60:.1f} min; the full run (--steps 100 --seeds 3, arms "
-          f"{','.join(args.arm_list)}) would take about {full / 60:.0f} min at these step times, all held-out blocks")  # fmt: skip
+    print(
+        f"\nthis run took {elapsed / 60:.1f} min; the full run (--steps 100 --seeds 3, arms "
+        f"{','.join(args.arm_list)}) would take about {full / 60:.0f} min at these step times, all held-out blocks"
+    )
     if args.out:
         from entrenar_tui.core.fsutil import write_json_atomic
 

@@ -21,11 +21,20 @@ from entrenar_tui.core.models.arch import from_config
 from entrenar_tui.core.sizes import format_bytes
 
 ARCHES = {
-    "llama-like": dict(model_type="llama", vocab_size=2000, hidden_size=256, intermediate_size=688,
-                       num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-                       max_position_embeddings=512),
-    "gpt2-like": dict(model_type="gpt2", vocab_size=2000, n_embd=256, n_layer=4, n_head=4, n_positions=512),
-}  # fmt: skip
+    "llama-like": dict(
+        model_type="llama",
+        vocab_size=2000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    ),
+    "gpt2-like": dict(
+        model_type="gpt2", vocab_size=2000, n_embd=256, n_layer=4, n_head=4, n_positions=512
+    ),
+}
 METHODS = {"full": None, "lora r=8": 8, "lora r=64": 64}
 SHAPES = [(2, 64), (4, 128), (8, 256)]
 
@@ -63,8 +72,10 @@ def main() -> int:
             f"{format_bytes(r['measured']):>11} {100 * r['error']:+7.2f}% {100 * r['total_error']:+8.2f}%  {r['phase']}"
         )
     worst = max(results, key=lambda r: abs(r["error"]))
-    print(f"worst error: {100 * worst['error']:+.2f}% ({worst['arch']}, {worst['method']}, "
-          f"{worst['batch']} x {worst['seq']}); {len(results)} rows in {time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(
+        f"worst error: {100 * worst['error']:+.2f}% ({worst['arch']}, {worst['method']}, "
+        f"{worst['batch']} x {worst['seq']}); {len(results)} rows in {time.perf_counter() - started:.0f} s"
+    )
     worst_total = max(abs(r["total_error"]) for r in results)
     print(f"worst whole-process error (runtime included): {100 * worst_total:.2f}%")
     return 0

@@ -56,9 +56,14 @@ def build(root: Path, dtype: str) -> tuple[Path, Path, int]:
     from peft import LoraConfig, get_peft_model
 
     config = transformers.LlamaConfig(
-        vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
-        num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).to(
         torch.bfloat16 if dtype == "bf16" else torch.float32

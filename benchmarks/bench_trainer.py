@@ -60,10 +60,14 @@ def distill_config(args, steps: int):
                 "eval_every": None,
                 "eval_max_blocks": 1,
             },
-            "dataset": {"source": "builtin", "max_length": args.seq, "max_documents": args.max_documents},
+            "dataset": {
+                "source": "builtin",
+                "max_length": args.seq,
+                "max_documents": args.max_documents,
+            },
             "output": {"checkpoint_every": None},
         }
-    )  # fmt: skip
+    )
 
 
 def run_ours(args, workdir: Path, on_step=None, on_start=None) -> dict:
@@ -147,8 +151,11 @@ def run_bare(args, on_start=None) -> dict:
         vocab = s_logits.size(-1)
         s_flat, t_flat = s_logits.reshape(-1, vocab), t_logits.reshape(-1, vocab)
         kd = F.kl_div(
-            F.log_softmax(s_flat / T, -1), F.log_softmax(t_flat / T, -1), reduction="batchmean", log_target=True
-        )  # fmt: skip
+            F.log_softmax(s_flat / T, -1),
+            F.log_softmax(t_flat / T, -1),
+            reduction="batchmean",
+            log_target=True,
+        )
         ce = F.cross_entropy(s_flat, ids[:, 1:].reshape(-1))
         loss = alpha * T * T * kd + (1 - alpha) * ce
         loss.backward()
@@ -228,10 +235,14 @@ def estimate(args, device: str) -> dict:
     from entrenar_tui.core.distill.config import DistillConfig
     from entrenar_tui.core.distill.estimate import estimate_distillation
 
-    cfg = DistillConfig.model_validate({
-        "teacher": {"model_id": args.teacher}, "student": {"init_from_teacher": {"layers": list(args.layers)}},
-        "training": {"batch_size": args.batch, "max_steps": 1}, "dataset": {"max_length": args.seq},
-    })  # fmt: skip
+    cfg = DistillConfig.model_validate(
+        {
+            "teacher": {"model_id": args.teacher},
+            "student": {"init_from_teacher": {"layers": list(args.layers)}},
+            "training": {"batch_size": args.batch, "max_steps": 1},
+            "dataset": {"max_length": args.seq},
+        }
+    )
     est = estimate_distillation(cfg, measure_steps=0, device=device)
     overhead = est.breakdown.get("student_overhead", 0)
     return {
@@ -275,8 +286,10 @@ def speed_rows(rates: dict) -> tuple[float, list[float]]:
 
 
 def report(args, speed: dict, memory: dict | None) -> dict:
-    print(f"\n{args.label}: batch {args.batch} x {args.seq}, {args.steps} timed steps after "
-          f"{args.warmup} warm-up, {args.repeats} repeats (alternating order)")  # fmt: skip
+    print(
+        f"\n{args.label}: batch {args.batch} x {args.seq}, {args.steps} timed steps after "
+        f"{args.warmup} warm-up, {args.repeats} repeats (alternating order)"
+    )
     out: dict = {"first_loss": speed["first_loss"]}
     for key, unit in (
         ("rates", "tokens/s over the timed steps"),
@@ -289,8 +302,10 @@ def report(args, speed: dict, memory: dict | None) -> dict:
         )
         out[key] = {**speed[key], "ratio": ratio, "ratio_per_repeat": pairs}
     ratio = out["rates"]["ratio"]
-    print(f"goal ours/bare >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'} ({ratio:.3f} over the timed steps); "
-          "on a shared machine the fastest-step ratio is the steadier one")  # fmt: skip
+    print(
+        f"goal ours/bare >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'} ({ratio:.3f} over the timed steps); "
+        "on a shared machine the fastest-step ratio is the steadier one"
+    )
     fl = speed["first_loss"]
     print(f"first-step loss: ours {fl['ours']:.5f}, bare {fl['bare']:.5f} (same work if equal)")
     if memory:
@@ -309,12 +324,16 @@ def print_memory(memory: dict) -> None:
             f"{'measured ' + side:26s} {mib(m['peak']):>14s} {mib(m['peak'] - m['baseline']):>15s}"
         )
     print(f"{'estimate':26s} {mib(est['total_bytes']):>14s} {mib(est['tensor_bytes']):>15s}")
-    print(f"  = student step {mib(est['student_step']['total_bytes'])} + teacher weights "
-          f"{mib(est['teacher_weights'])} + teacher logits {mib(est['teacher_logits'])}")  # fmt: skip
+    print(
+        f"  = student step {mib(est['student_step']['total_bytes'])} + teacher weights "
+        f"{mib(est['teacher_weights'])} + teacher logits {mib(est['teacher_logits'])}"
+    )
     m = memory["ours"]
-    print(f"measured/estimate: {m['peak'] / est['total_bytes']:.2f} (whole process), "
-          f"{(m['peak'] - m['baseline']) / est['tensor_bytes']:.2f} (tensors above baseline); "
-          f"metrics.jsonl max memory_bytes (after-step RSS): {mib(m['memory_bytes_max'])}")  # fmt: skip
+    print(
+        f"measured/estimate: {m['peak'] / est['total_bytes']:.2f} (whole process), "
+        f"{(m['peak'] - m['baseline']) / est['tensor_bytes']:.2f} (tensors above baseline); "
+        f"metrics.jsonl max memory_bytes (after-step RSS): {mib(m['memory_bytes_max'])}"
+    )
 
 
 def build_tiny_pair(root: Path) -> str:
@@ -327,9 +346,19 @@ def build_tiny_pair(root: Path) -> str:
 
     tok_dir = train_tiny_tokenizer(root / "tok")
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
-    cfg = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                   tie_word_embeddings=False, eos_token_id=0, bos_token_id=0, pad_token_id=0)  # fmt: skip
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        eos_token_id=0,
+        bos_token_id=0,
+        pad_token_id=0,
+    )
     torch.manual_seed(1)
     transformers.LlamaForCausalLM(cfg).save_pretrained(root / "teacher")
     tokenizer.save_pretrained(root / "teacher")
@@ -376,7 +405,14 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         child_argv = [a for a in args.argv if a not in ("--tiny", "--quick")]
         if args.quick:
-            child_argv += ["--steps", "3", "--warmup", "2", "--max-documents", str(args.max_documents)]  # fmt: skip
+            child_argv += [
+                "--steps",
+                "3",
+                "--warmup",
+                "2",
+                "--max-documents",
+                str(args.max_documents),
+            ]
         if args.tiny:
             args.teacher, args.layers = build_tiny_pair(workdir / "tiny"), [0, 2]
             child_argv += ["--teacher", args.teacher, "--layers", "0,2"]

@@ -36,8 +36,15 @@ def llama_shapes() -> dict[str, list[int]]:
 def write_model(folder: Path, dtype: str) -> Path:
     """config.json + model.safetensors with random normal weights, written tensor by tensor."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = dict(model_type="llama", hidden_size=HIDDEN, intermediate_size=INTER, vocab_size=VOCAB,
-                  num_hidden_layers=LAYERS, num_attention_heads=16, num_key_value_heads=16)  # fmt: skip
+    config = dict(
+        model_type="llama",
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        vocab_size=VOCAB,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+    )
     (folder / "config.json").write_text(json.dumps(config))
     width = 4 if dtype == "F32" else 2
     header, offset, shapes = {}, 0, llama_shapes()
@@ -106,8 +113,10 @@ def report(title: str, results: dict[str, tuple[list[float], int]]) -> float:
     base_median = statistics.median(results["numpy isfinite loop"][0])
     for name, (times, nbytes) in results.items():
         best, median = min(times), statistics.median(times)
-        print(f"  {name:22s} best {nbytes / best / 1e6:8.0f} MB/s  median {nbytes / median / 1e6:8.0f} MB/s"
-              f"   ratio vs numpy: best {base_best / best:4.2f}x  median {base_median / median:4.2f}x")  # fmt: skip
+        print(
+            f"  {name:22s} best {nbytes / best / 1e6:8.0f} MB/s  median {nbytes / median / 1e6:8.0f} MB/s"
+            f"   ratio vs numpy: best {base_best / best:4.2f}x  median {base_median / median:4.2f}x"
+        )
     return base_median / statistics.median(results["entrenar validate"][0])
 
 

@@ -16,32 +16,91 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Small but not degenerate: several layers, GQA where the family has it, untied heads where usual.
 TINY_CONFIGS: dict[str, dict] = {
-    "llama": dict(model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128,
-                  num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=128, tie_word_embeddings=False),
-    "mistral": dict(model_type="mistral", vocab_size=256, hidden_size=64, intermediate_size=160,
-                    num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
-                    max_position_embeddings=128),
-    "qwen2": dict(model_type="qwen2", vocab_size=256, hidden_size=64, intermediate_size=96,
-                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=128, tie_word_embeddings=True),
-    "gpt2": dict(model_type="gpt2", vocab_size=256, n_embd=64, n_layer=3, n_head=4, n_positions=128),
-    "gpt_neox": dict(model_type="gpt_neox", vocab_size=256, hidden_size=64, intermediate_size=256,
-                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128),
-    "bert": dict(model_type="bert", vocab_size=256, hidden_size=64, intermediate_size=128,
-                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128),
-    "roberta": dict(model_type="roberta", vocab_size=256, hidden_size=64, intermediate_size=128,
-                    num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=130),
-    "t5": dict(model_type="t5", vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2,
-               num_decoder_layers=2, num_heads=4),
-}  # fmt: skip
+    "llama": dict(
+        model_type="llama",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    ),
+    "mistral": dict(
+        model_type="mistral",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    ),
+    "gpt2": dict(
+        model_type="gpt2", vocab_size=256, n_embd=64, n_layer=3, n_head=4, n_positions=128
+    ),
+    "gpt_neox": dict(
+        model_type="gpt_neox",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+    ),
+    "bert": dict(
+        model_type="bert",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+    ),
+    "roberta": dict(
+        model_type="roberta",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=130,
+    ),
+    "t5": dict(
+        model_type="t5",
+        vocab_size=256,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+    ),
+}
 
 # The class a user of each family would load (causal LM, masked LM, seq2seq).
 MODEL_CLASSES = {
-    "llama": "AutoModelForCausalLM", "mistral": "AutoModelForCausalLM", "qwen2": "AutoModelForCausalLM",
-    "gpt2": "AutoModelForCausalLM", "gpt_neox": "AutoModelForCausalLM", "bert": "AutoModelForMaskedLM",
-    "roberta": "AutoModelForMaskedLM", "t5": "AutoModelForSeq2SeqLM",
-}  # fmt: skip
+    "llama": "AutoModelForCausalLM",
+    "mistral": "AutoModelForCausalLM",
+    "qwen2": "AutoModelForCausalLM",
+    "gpt2": "AutoModelForCausalLM",
+    "gpt_neox": "AutoModelForCausalLM",
+    "bert": "AutoModelForMaskedLM",
+    "roberta": "AutoModelForMaskedLM",
+    "t5": "AutoModelForSeq2SeqLM",
+}
 
 ARCHES = list(TINY_CONFIGS)
 
@@ -112,9 +171,19 @@ def tiny_lm_pair(tmp_path_factory):
     vocab = len(transformers.AutoTokenizer.from_pretrained(tok_dir))
     out = []
     for name, layers, hidden in (("teacher", 4, 64), ("student", 2, 32)):
-        cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
-                                       eos_token_id=0, bos_token_id=0, pad_token_id=0)  # fmt: skip
+        cfg = transformers.LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            eos_token_id=0,
+            bos_token_id=0,
+            pad_token_id=0,
+        )
         torch.manual_seed(1)
         model = transformers.LlamaForCausalLM(cfg)
         folder = root / name

@@ -48,7 +48,17 @@ CPU_RUNTIME_BYTES = 400 * MIB  # the Python, torch and transformers runtime itse
 CPU_STEP_BOOKKEEPING_BYTES = 2 * MIB
 NF4_BLOCK, NF4_NESTED_BLOCK = 64, 256
 ADAM8BIT_MIN_SIZE, ADAM8BIT_BLOCK = 4096, 256  # bitsandbytes keeps 32-bit state below 4096 elements
-KEYS = ("weights", "adapters", "master_weights", "optimizer", "gradients", "activations", "logits", "workspace", "overhead")  # fmt: skip
+KEYS = (
+    "weights",
+    "adapters",
+    "master_weights",
+    "optimizer",
+    "gradients",
+    "activations",
+    "logits",
+    "workspace",
+    "overhead",
+)
 
 
 @dataclass
@@ -223,10 +233,14 @@ def _activations(plan: _Plan, attention: str, device: str, checkpointing: bool) 
         top = kept - tokens * inv.head
     loss_bytes = sh.options.get("loss_bytes") or c
     return {
-        "kept": kept, "top": top, "bottom": bottom, "transient": tokens * _transient(plan, saved),
-        "loss": tokens * sh.vocab * loss_bytes, "loss_cast": tokens * sh.vocab * c if loss_bytes != c else 0,
+        "kept": kept,
+        "top": top,
+        "bottom": bottom,
+        "transient": tokens * _transient(plan, saved),
+        "loss": tokens * sh.vocab * loss_bytes,
+        "loss_cast": tokens * sh.vocab * c if loss_bytes != c else 0,
         "hidden_grad": tokens * sh.hidden * c,
-    }  # fmt: skip
+    }
 
 
 def _gradient_stages(plan: _Plan, grad_bytes: int, tensors: list[tuple[int, int]]) -> dict:
@@ -251,12 +265,33 @@ def _phases(persistent: dict, act: dict, grads: dict, dequant: int) -> list[tupl
     """What is alive at each moment where a training step can peak."""
     block_ws = act["transient"] + dequant
     phases = [
-        ("the loss backward", {"activations": act["kept"], "logits": 3 * act["loss"], "workspace": dequant}),
-        ("the output head's backward", {"activations": act["kept"], "logits": act["loss"] + act["loss_cast"], "gradients": grads["head"], "workspace": act["hidden_grad"] + dequant}),
-        ("the last block's backward", {"activations": act["top"], "gradients": grads["head"], "workspace": block_ws}),
-        ("the first block's backward", {"activations": act["bottom"], "gradients": grads["all"] - grads["late"], "workspace": block_ws}),
+        (
+            "the loss backward",
+            {"activations": act["kept"], "logits": 3 * act["loss"], "workspace": dequant},
+        ),
+        (
+            "the output head's backward",
+            {
+                "activations": act["kept"],
+                "logits": act["loss"] + act["loss_cast"],
+                "gradients": grads["head"],
+                "workspace": act["hidden_grad"] + dequant,
+            },
+        ),
+        (
+            "the last block's backward",
+            {"activations": act["top"], "gradients": grads["head"], "workspace": block_ws},
+        ),
+        (
+            "the first block's backward",
+            {
+                "activations": act["bottom"],
+                "gradients": grads["all"] - grads["late"],
+                "workspace": block_ws,
+            },
+        ),
         ("the end of backward", {"gradients": grads["all"], "workspace": act["hidden_grad"]}),
-    ]  # fmt: skip
+    ]
     return [
         (name, {k: persistent.get(k, 0) + parts.get(k, 0) for k in KEYS}) for name, parts in phases
     ]
@@ -267,21 +302,62 @@ def _notes(
 ) -> list[str]:
     family = plan.shape.family
     candidates = [
-        (True, "peak of a steady-state step: optimizer state exists, gradients are None between steps"),
-        (bool(plan.lora), f"LoRA r={plan.rank} on {', '.join(g.path for g in plan.lora)}; adapters, their gradients and optimizer state in fp32"),
-        (not plan.lora and plan.weight_bytes == 2, "16-bit full fine-tuning with fp32 master weights and optimizer state" if plan.master else "pure 16-bit training: optimizer state in the weights' dtype"),
-        (bool(quantize), "NF4 base: block linear weights at 4 bits plus absmax constants; embeddings, head, norms and biases upcast to fp32"),
-        (bool(quantize), "NF4 activations are counted in the compute dtype; fp32 norms can leave some in fp32 (not measured: needs bitsandbytes on a GPU)"),
-        (optimizer == "adamw", "AdamW is the fused kernel (HF Trainer's default); torch's foreach AdamW adds 4 bytes per trainable parameter during step()"),
-        (checkpointing, "gradient checkpointing keeps each block's input and recomputes one block at a time"),
-        (family not in ("bert", "roberta", "t5"), "the causal-LM loss upcasts logits to fp32: log-softmax, its gradient and the logits' gradient peak together"),
-        (bool(plan.shape.options.get("read_as")), f"the {plan.shape.options.get('read_as')} architecture is read as a LLaMA-shaped decoder"),
-        (family in ("bert", "roberta"), "trained as a masked LM (the MLM head, no pooler), loss over every position"),
+        (
+            True,
+            "peak of a steady-state step: optimizer state exists, gradients are None between steps",
+        ),
+        (
+            bool(plan.lora),
+            f"LoRA r={plan.rank} on {', '.join(g.path for g in plan.lora)}; adapters, their gradients and optimizer state in fp32",
+        ),
+        (
+            not plan.lora and plan.weight_bytes == 2,
+            "16-bit full fine-tuning with fp32 master weights and optimizer state"
+            if plan.master
+            else "pure 16-bit training: optimizer state in the weights' dtype",
+        ),
+        (
+            bool(quantize),
+            "NF4 base: block linear weights at 4 bits plus absmax constants; embeddings, head, norms and biases upcast to fp32",
+        ),
+        (
+            bool(quantize),
+            "NF4 activations are counted in the compute dtype; fp32 norms can leave some in fp32 (not measured: needs bitsandbytes on a GPU)",
+        ),
+        (
+            optimizer == "adamw",
+            "AdamW is the fused kernel (HF Trainer's default); torch's foreach AdamW adds 4 bytes per trainable parameter during step()",
+        ),
+        (
+            checkpointing,
+            "gradient checkpointing keeps each block's input and recomputes one block at a time",
+        ),
+        (
+            family not in ("bert", "roberta", "t5"),
+            "the causal-LM loss upcasts logits to fp32: log-softmax, its gradient and the logits' gradient peak together",
+        ),
+        (
+            bool(plan.shape.options.get("read_as")),
+            f"the {plan.shape.options.get('read_as')} architecture is read as a LLaMA-shaped decoder",
+        ),
+        (
+            family in ("bert", "roberta"),
+            "trained as a masked LM (the MLM head, no pooler), loss over every position",
+        ),
         (family == "t5", "encoder and decoder both run sequence_length tokens"),
-        (bool(plan.extra_parameters), f"the given parameter count differs from the module formulas by {plan.extra_parameters:+,}; the difference counts as embedding-like weights"),
-        (device == "cuda", f"overhead: CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} and {CUDA_FRAGMENTATION:.0%} allocator slack"),
-        (device == "cpu", f"overhead: the Python, torch and transformers runtime, {format_bytes(CPU_RUNTIME_BYTES)}, and {format_bytes(CPU_STEP_BOOKKEEPING_BYTES)} of autograd and allocator bookkeeping"),
-    ]  # fmt: skip
+        (
+            bool(plan.extra_parameters),
+            f"the given parameter count differs from the module formulas by {plan.extra_parameters:+,}; the difference counts as embedding-like weights",
+        ),
+        (
+            device == "cuda",
+            f"overhead: CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} and {CUDA_FRAGMENTATION:.0%} allocator slack",
+        ),
+        (
+            device == "cpu",
+            f"overhead: the Python, torch and transformers runtime, {format_bytes(CPU_RUNTIME_BYTES)}, and {format_bytes(CPU_STEP_BOOKKEEPING_BYTES)} of autograd and allocator bookkeeping",
+        ),
+    ]
     return [text for wanted, text in candidates if wanted]
 
 
@@ -304,14 +380,33 @@ def estimate_memory(
     master_weights: bool | None = None,
 ) -> MemoryEstimate:
     """Peak memory of training `arch` with these settings; `config` (config.json) sharpens it."""
-    _validate(batch_size, sequence_length, optimizer, precision, lora_rank, quantize_base, attention, device)  # fmt: skip
+    _validate(
+        batch_size,
+        sequence_length,
+        optimizer,
+        precision,
+        lora_rank,
+        quantize_base,
+        attention,
+        device,
+    )
     shape = model_shape(arch, config)
     targets = (lora_targets or shape.default_lora_targets) if lora_rank else None
     lora = tuple(shape.lora_targets(targets)) if lora_rank else ()
     weight_bytes = PRECISION_BYTES[precision]
     master = bool(not lora and weight_bytes == 2 and (master_weights is None or master_weights))
     extra = (parameters - shape.parameters) if parameters else 0
-    plan = _Plan(shape, batch_size, sequence_length, weight_bytes, weight_bytes, lora, lora_rank or 0, master, extra)  # fmt: skip
+    plan = _Plan(
+        shape,
+        batch_size,
+        sequence_length,
+        weight_bytes,
+        weight_bytes,
+        lora,
+        lora_rank or 0,
+        master,
+        extra,
+    )
     tensors = _trainable_tensors(plan)
     trainable = sum(n * k for n, k in tensors)
     grad_bytes = 4 if lora else weight_bytes
@@ -335,10 +430,19 @@ def estimate_memory(
         slack if device == "cuda" else CPU_RUNTIME_BYTES + CPU_STEP_BOOKKEEPING_BYTES
     )
     inputs = {
-        "batch_size": batch_size, "sequence_length": sequence_length, "optimizer": optimizer, "precision": precision,
-        "gradient_checkpointing": gradient_checkpointing, "lora_rank": lora_rank, "lora_targets": targets,
-        "quantize_base": quantize_base, "double_quant": double_quant, "attention": attention, "device": device, "master_weights": master,
-    }  # fmt: skip
+        "batch_size": batch_size,
+        "sequence_length": sequence_length,
+        "optimizer": optimizer,
+        "precision": precision,
+        "gradient_checkpointing": gradient_checkpointing,
+        "lora_rank": lora_rank,
+        "lora_targets": targets,
+        "quantize_base": quantize_base,
+        "double_quant": double_quant,
+        "attention": attention,
+        "device": device,
+        "master_weights": master,
+    }
     return MemoryEstimate(
         total_bytes=sum(breakdown.values()),
         breakdown=breakdown,

@@ -64,7 +64,15 @@ class Inventory:
     head: int = 0  # per token, the part of `outside` that the head's backward frees
 
 
-def _attention(sh: ModelShape, sv: Saved, seq: int, o_path: str, fp32_softmax: bool, out_copy: bool, fused_v: bool = False) -> int:  # fmt: skip
+def _attention(
+    sh: ModelShape,
+    sv: Saved,
+    seq: int,
+    o_path: str,
+    fp32_softmax: bool,
+    out_copy: bool,
+    fused_v: bool = False,
+) -> int:
     """q, k, v, the output and whatever the kernel keeps (lse; or probabilities and dropout)."""
     c, a = sv.compute, sh.heads
     ad, gd = a * sh.head_dim, sh.kv_heads * sh.head_dim

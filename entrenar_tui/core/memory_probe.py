@@ -78,10 +78,19 @@ def measure_training_step(
     if lora_rank and lora_targets is None:
         lora_targets = shape.default_lora_targets
     spec = {
-        "config": model_config, "batch": batch_size, "seq": sequence_length, "optimizer": optimizer, "precision": precision,
-        "checkpointing": gradient_checkpointing, "lora_rank": lora_rank, "lora_targets": lora_targets,
-        "attention": attention, "device": device, "steps": steps, "threads": threads,
-    }  # fmt: skip
+        "config": model_config,
+        "batch": batch_size,
+        "seq": sequence_length,
+        "optimizer": optimizer,
+        "precision": precision,
+        "checkpointing": gradient_checkpointing,
+        "lora_rank": lora_rank,
+        "lora_targets": lora_targets,
+        "attention": attention,
+        "device": device,
+        "steps": steps,
+        "threads": threads,
+    }
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TRANSFORMERS_VERBOSITY="error")
     # a coverage tracer inherited from pytest-cov would add ~70 MB to what we measure
     for key in [k for k in env if k.startswith("COV_CORE_") or k == "COVERAGE_PROCESS_START"]:
@@ -92,7 +101,14 @@ def measure_training_step(
         "from entrenar_tui.core.memory_probe import _probe_main; _probe_main()",
     ]
     try:
-        done = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=timeout)  # fmt: skip
+        done = subprocess.run(
+            command,
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as exc:
         raise InvalidInputError(
             f"the measured training step took over {timeout:.0f} s",
@@ -214,10 +230,14 @@ def _probe_main() -> None:
     _train(model, optimizer, vocab, spec, spec["batch"], spec["seq"], spec["steps"])
     peak = torch.cuda.max_memory_allocated() if cuda else _resident()[1]
     result = {
-        "peak_bytes": peak - baseline, "model_bytes": built - baseline, "baseline_bytes": baseline,
+        "peak_bytes": peak - baseline,
+        "model_bytes": built - baseline,
+        "baseline_bytes": baseline,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "device": spec["device"], "method": method,
-        "steps": spec["steps"], "seconds": round(time.perf_counter() - started, 3),
-    }  # fmt: skip
+        "device": spec["device"],
+        "method": method,
+        "steps": spec["steps"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     print(json.dumps(result))

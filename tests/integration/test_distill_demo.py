@@ -16,9 +16,15 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_demo_improves_the_students_held_out_perplexity(tmp_path):
     run_dir = tmp_path / "demo"
-    shorter = ["training.max_steps=6", "training.warmup_steps=1", "training.eval_every=null",
-               "training.eval_max_blocks=4", "dataset.max_documents=300", "device=cpu",
-               "output.checkpoint_every=null"]  # fmt: skip
+    shorter = [
+        "training.max_steps=6",
+        "training.warmup_steps=1",
+        "training.eval_every=null",
+        "training.eval_max_blocks=4",
+        "dataset.max_documents=300",
+        "device=cpu",
+        "output.checkpoint_every=null",
+    ]
     args = ["distill", "run", "--config", "demo", "--output", str(run_dir)]
     result = runner.invoke(app, [*args, *(a for kv in shorter for a in ("--set", kv))])
     assert result.exit_code == 0, result.output

@@ -44,11 +44,18 @@ def build_pair(root: Path, tokenizer_dir: Path, shapes) -> tuple[Path, Path]:
     folders = []
     for name, (layers, hidden, intermediate) in zip(("teacher", "student"), shapes, strict=True):
         config = transformers.LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
-            num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
-            max_position_embeddings=256, tie_word_embeddings=False,
-            eos_token_id=0, bos_token_id=0, pad_token_id=0,
-        )  # fmt: skip
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            eos_token_id=0,
+            bos_token_id=0,
+            pad_token_id=0,
+        )
         torch.manual_seed(1)
         folder = root / name
         transformers.LlamaForCausalLM(config).save_pretrained(folder)
@@ -66,11 +73,17 @@ def write_config(path: Path, teacher: Path, student: Path) -> Path:
         "teacher": {"model_id": str(teacher)},
         "student": {"model_id": str(student)},
         "distillation": {"temperature": 2.0, "alpha": 0.5},
-        "training": {"max_steps": 4, "batch_size": 2, "learning_rate": 1e-3, "warmup_steps": 0,
-                     "log_every": 1, "eval_every": None},
+        "training": {
+            "max_steps": 4,
+            "batch_size": 2,
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "log_every": 1,
+            "eval_every": None,
+        },
         "dataset": {"source": "builtin", "max_length": 32, "max_documents": 60},
         "output": {"checkpoint_every": None},
-    }  # fmt: skip
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -35,9 +35,13 @@ gguf = pytest.importorskip("gguf")
 T = gguf.GGMLQuantizationType
 
 TOLERANCE = {"f32": 1e-6, "f16": 0.004, "bf16": 0.03, "q8_0": 0.07, "q4_0": 0.5}  # relative RMS
-FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-              "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}  # fmt: skip
+FILE_TYPES = {
+    "f32": gguf.LlamaFileType.ALL_F32,
+    "f16": gguf.LlamaFileType.MOSTLY_F16,
+    "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+}
 WRONG_PERMUTATION_MIN = 0.55  # measured 0.59 / 0.59 / 0.66
 VOCAB = 320
 INPUT_IDS = np.random.default_rng(0).integers(0, VOCAB, (2, 24))
@@ -164,9 +168,18 @@ def build_model(model_type: str = "llama", seed: int = 0, **overrides):
     import torch
     import transformers
 
-    params = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                  tie_word_embeddings=False, initializer_range=0.1, rms_norm_eps=1e-5)  # fmt: skip
+    params = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+        rms_norm_eps=1e-5,
+    )
     params.update(overrides)
     torch.manual_seed(seed)
     config = transformers.AutoConfig.for_model(model_type, **params)
@@ -199,16 +212,25 @@ def save_tokenizer(folder: Path) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     text = [
         "the quick brown fox jumps over the lazy dog",
         "hello world, models are compressed here",
     ] * 50
     tokenizer.train_from_iterator(text, trainer)
     tokenizer.save(str(folder / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-              "pad_token": "<|endoftext|>", "chat_template": CHAT_TEMPLATE}  # fmt: skip
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "chat_template": CHAT_TEMPLATE,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
@@ -247,8 +269,21 @@ def test_reader_sees_llama_cpp_names_types_and_metadata(exported, quant):
     result, matrix_type = exported[quant], T[quant.upper()]
     reader = gguf.GGUFReader(result.output)
     tensors = {t.name: t for t in reader.tensors}
-    names = {f"blk.{i}.{part}.weight" for i in range(2)
-             for part in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm")}  # fmt: skip
+    names = {
+        f"blk.{i}.{part}.weight"
+        for i in range(2)
+        for part in (
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+            "attn_norm",
+            "ffn_norm",
+        )
+    }
     assert set(tensors) == names | {"token_embd.weight", "output_norm.weight", "output.weight"}
     head_type = T.Q8_0 if quant == "q4_0" else matrix_type  # llama-quantize: Q6_K; gguf-py has none
     for name, t in tensors.items():
@@ -261,10 +296,19 @@ def test_reader_sees_llama_cpp_names_types_and_metadata(exported, quant):
     assert result.types == ({"F32": 21} if quant == "f32" else {**matrices, "F32": 5})
     assert result.file_size_bytes == result.output.stat().st_size
     assert json.loads(json.dumps(result.to_dict()))["tensor_count"] == 21
-    expected = {"general.architecture": "llama", "llama.context_length": 128, "llama.embedding_length": 64,
-                "llama.block_count": 2, "llama.feed_forward_length": 128, "llama.attention.head_count": 4,
-                "llama.attention.head_count_kv": 2, "llama.rope.freq_base": 10000.0, "llama.rope.dimension_count": 16,
-                "llama.vocab_size": VOCAB, "general.file_type": int(FILE_TYPES[quant])}  # fmt: skip
+    expected = {
+        "general.architecture": "llama",
+        "llama.context_length": 128,
+        "llama.embedding_length": 64,
+        "llama.block_count": 2,
+        "llama.feed_forward_length": 128,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 2,
+        "llama.rope.freq_base": 10000.0,
+        "llama.rope.dimension_count": 16,
+        "llama.vocab_size": VOCAB,
+        "general.file_type": int(FILE_TYPES[quant]),
+    }
     assert {k: field(reader, k) for k in expected} == expected
     assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(1e-5)
 
@@ -309,9 +353,16 @@ def test_sentencepiece_tokenizer_becomes_llama_vocab(source, workdir):
     text = ["the quick brown fox jumps over the lazy dog", "hello world, 123 models"] * 40
     buffer = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(text), model_writer=buffer, vocab_size=300, model_type="bpe",
-        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, minloglevel=2,
-    )  # fmt: skip
+        sentence_iterator=iter(text),
+        model_writer=buffer,
+        vocab_size=300,
+        model_type="bpe",
+        byte_fallback=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        minloglevel=2,
+    )
     (folder / "tokenizer.model").write_bytes(buffer.getvalue())
     result = write_gguf(Model.open(str(folder)), workdir / "spm.gguf", "q8_0")
     reader = gguf.GGUFReader(result.output)
@@ -426,8 +477,14 @@ def test_llama3_rope_scaling_writes_rope_freqs(workdir):
     import torch
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}  # fmt: skip
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
     model = build_model(rope_parameters=rope)
     model.save_pretrained(workdir / "llama3")
     result = write_gguf(Model.open(str(workdir / "llama3")), workdir / "llama3.gguf", "f16")

@@ -62,11 +62,20 @@ def build_llama(folder, seed: int):
         train_tiny_tokenizer(tokenizer_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=False, initializer_range=0.1, rms_norm_eps=1e-5,
-        bos_token_id=0, eos_token_id=0, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+        rms_norm_eps=1e-5,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(folder)
@@ -91,9 +100,19 @@ def source(tmp_path_factory):
 def export(folder, out, quant: str):
     result = runner.invoke(
         app,
-        ["inspect", "convert", str(folder), "--to", "gguf", "--quantize", quant,
-         "--output", str(out), "--json"],
-    )  # fmt: skip
+        [
+            "inspect",
+            "convert",
+            str(folder),
+            "--to",
+            "gguf",
+            "--quantize",
+            quant,
+            "--output",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["verified"]
     return out

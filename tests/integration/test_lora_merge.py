@@ -27,17 +27,44 @@ from entrenar_tui.core.models.safetensors_format import read_header
 
 LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CASES = {
-    "llama_lora": ("llama", dict(r=4, lora_alpha=8, target_modules=LLAMA_ALL, modules_to_save=["lm_head"])),
-    "llama_rslora": ("llama", dict(r=8, lora_alpha=4, target_modules=LLAMA_ALL + ["embed_tokens"], use_rslora=True)),
-    "llama_dora_patterns": ("llama", dict(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj", "embed_tokens"], use_dora=True,
-        rank_pattern={"v_proj": 2}, alpha_pattern={"down_proj": 3}, modules_to_save=["norm"],
-    )),
-    "gpt2_conv1d": ("gpt2", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"],
-                                 fan_in_fan_out=True, lora_bias=True, modules_to_save=["ln_f"])),
-    "gpt2_dora": ("gpt2", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"],
-                               fan_in_fan_out=True, use_dora=True)),
-}  # fmt: skip
+    "llama_lora": (
+        "llama",
+        dict(r=4, lora_alpha=8, target_modules=LLAMA_ALL, modules_to_save=["lm_head"]),
+    ),
+    "llama_rslora": (
+        "llama",
+        dict(r=8, lora_alpha=4, target_modules=LLAMA_ALL + ["embed_tokens"], use_rslora=True),
+    ),
+    "llama_dora_patterns": (
+        "llama",
+        dict(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "v_proj", "down_proj", "embed_tokens"],
+            use_dora=True,
+            rank_pattern={"v_proj": 2},
+            alpha_pattern={"down_proj": 3},
+            modules_to_save=["norm"],
+        ),
+    ),
+    "gpt2_conv1d": (
+        "gpt2",
+        dict(
+            r=4,
+            lora_alpha=8,
+            target_modules=["c_attn", "c_proj", "c_fc"],
+            fan_in_fan_out=True,
+            lora_bias=True,
+            modules_to_save=["ln_f"],
+        ),
+    ),
+    "gpt2_dora": (
+        "gpt2",
+        dict(
+            r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, use_dora=True
+        ),
+    ),
+}
 
 
 def trained_peft_model(arch: str, dtype=torch.float32, **lora):
@@ -177,8 +204,14 @@ def test_bad_inputs_fail_with_hints_and_leave_nothing(cases, tmp_path, tiny_mode
 
 
 def test_adapter_for_another_size_is_refused(cases, tmp_path):
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                      num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "small")
     with pytest.raises(InvalidInputError, match=r"is \[") as err:
         merge_adapter(tmp_path / "small", cases["llama_lora"][1], tmp_path / "out")
@@ -218,14 +251,27 @@ def test_convert_pth_and_back_loads_in_peft(cases, tmp_path):
 
 def test_convert_gguf_matches_llama_cpp_layout(tmp_path, tiny_model_dir):
     base = tiny_model_dir("llama")
-    lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "down_proj", "embed_tokens"], use_rslora=True)  # fmt: skip
+    lora = dict(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "k_proj", "down_proj", "embed_tokens"],
+        use_rslora=True,
+    )
     peft_model = trained_peft_model("llama", **lora)
     peft_model.save_pretrained(tmp_path / "adapter")
     result = convert_adapter(tmp_path / "adapter", "gguf", tmp_path / "a.gguf", base=base)
     assert result.alpha == 8 and result.notes  # rsLoRA folded into lora_b
     reader = gguf.GGUFReader(tmp_path / "a.gguf")
-    fields = {k: reader.fields[k].contents() for k in ("general.type", "adapter.type", "adapter.lora.alpha", "general.architecture")}  # fmt: skip
-    assert fields == {"general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": 8.0, "general.architecture": "llama"}  # fmt: skip
+    fields = {
+        k: reader.fields[k].contents()
+        for k in ("general.type", "adapter.type", "adapter.lora.alpha", "general.architecture")
+    }
+    assert fields == {
+        "general.type": "adapter",
+        "adapter.type": "lora",
+        "adapter.lora.alpha": 8.0,
+        "general.architecture": "llama",
+    }
     tensors = {t.name: t for t in reader.tensors}
     assert [int(d) for d in tensors["blk.0.attn_q.weight.lora_a"].shape] == [64, 4]  # ne: [in, r]
     assert [int(d) for d in tensors["blk.0.attn_k.weight.lora_b"].shape] == [4, 32]  # ne: [r, out]
@@ -233,7 +279,11 @@ def test_convert_gguf_matches_llama_cpp_layout(tmp_path, tiny_model_dir):
     config = json.loads((base / "config.json").read_text())
     unpermute = LlamaTensorProcessor(config)
     state = peft_model.state_dict()
-    for layer, gguf_kind, hf in [(0, "attn_q", "self_attn.q_proj"), (1, "attn_k", "self_attn.k_proj"), (2, "ffn_down", "mlp.down_proj")]:  # fmt: skip
+    for layer, gguf_kind, hf in [
+        (0, "attn_q", "self_attn.q_proj"),
+        (1, "attn_k", "self_attn.k_proj"),
+        (2, "ffn_down", "mlp.down_proj"),
+    ]:
         name = f"blk.{layer}.{gguf_kind}.weight"
         a, b = (np.array(tensors[f"{name}.lora_{p}"].data) for p in "ab")
         llama_cpp_delta = unpermute.process(
@@ -248,9 +298,16 @@ def test_convert_gguf_matches_llama_cpp_layout(tmp_path, tiny_model_dir):
 
 def test_convert_gguf_refusals(cases, tmp_path, tiny_model_dir):
     with pytest.raises(UnsupportedError, match="llama-family"):
-        convert_adapter(cases["gpt2_conv1d"][1], "gguf", tmp_path / "a.gguf", base=tiny_model_dir("gpt2"))  # fmt: skip
+        convert_adapter(
+            cases["gpt2_conv1d"][1], "gguf", tmp_path / "a.gguf", base=tiny_model_dir("gpt2")
+        )
     with pytest.raises(UnsupportedError, match="DoRA") as err:
-        convert_adapter(cases["llama_dora_patterns"][1], "gguf", tmp_path / "a.gguf", base=tiny_model_dir("llama"))  # fmt: skip
+        convert_adapter(
+            cases["llama_dora_patterns"][1],
+            "gguf",
+            tmp_path / "a.gguf",
+            base=tiny_model_dir("llama"),
+        )
     assert "merge" in err.value.hint
     with pytest.raises(InvalidInputError, match="base model"):
         convert_adapter(cases["llama_rslora"][1], "gguf", tmp_path / "a.gguf")

@@ -73,12 +73,29 @@ def test_kd_over_the_cache_follows_full_kd_on_smollm2_where_a_truncated_top_k_do
 
 def _config(tmp_path, teacher, student):
     cfg = {
-        "seed": 1, "device": "cpu",
-        "teacher": {"model_id": str(teacher)}, "student": {"model_id": str(student)},
-        "distillation": {"temperature": 2.0, "alpha": 0.7, "teacher_cache": {"enabled": True, "top_k": 16}},
-        "training": {"epochs": 2, "batch_size": 2, "learning_rate": 3e-3, "warmup_steps": 0, "eval_every": None},
-        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 3, "eval_fraction": 0.0},
-    }  # fmt: skip
+        "seed": 1,
+        "device": "cpu",
+        "teacher": {"model_id": str(teacher)},
+        "student": {"model_id": str(student)},
+        "distillation": {
+            "temperature": 2.0,
+            "alpha": 0.7,
+            "teacher_cache": {"enabled": True, "top_k": 16},
+        },
+        "training": {
+            "epochs": 2,
+            "batch_size": 2,
+            "learning_rate": 3e-3,
+            "warmup_steps": 0,
+            "eval_every": None,
+        },
+        "dataset": {
+            "source": "builtin",
+            "max_length": 32,
+            "max_documents": 3,
+            "eval_fraction": 0.0,
+        },
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_config(str(path))

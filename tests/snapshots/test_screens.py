@@ -15,23 +15,40 @@ from entrenar_tui.core.system import GpuSample, RecordedSampler, SystemSample
 SIZES = [(80, 24), (120, 40)]
 
 NO_GPU = SystemSample(
-    time=0.0, cpu_percent=12.5, cpu_count=2, ram_used_bytes=6 * 2**30,
-    ram_total_bytes=24 * 2**30, gpus=(), gpu_note="no NVIDIA GPU (no NVIDIA driver)",
-)  # fmt: off
+    time=0.0,
+    cpu_percent=12.5,
+    cpu_count=2,
+    ram_used_bytes=6 * 2**30,
+    ram_total_bytes=24 * 2**30,
+    gpus=(),
+    gpu_note="no NVIDIA GPU (no NVIDIA driver)",
+)
 
 
 def gpu_history() -> list[SystemSample]:
     """Eight recorded seconds of an H200 while a run warms up."""
     samples = []
     for second, util in enumerate((5, 20, 45, 70, 87, 90, 88, 87)):
-        gpu = GpuSample(index=0, name="NVIDIA H200", utilization=float(util),
-                        memory_used_bytes=(20 + 6 * second) * 2**30,
-                        memory_total_bytes=141 * 2**30, temperature_c=40.0 + 3 * second,
-                        power_w=120.0 + 50 * second, power_limit_w=700.0)  # fmt: off
+        gpu = GpuSample(
+            index=0,
+            name="NVIDIA H200",
+            utilization=float(util),
+            memory_used_bytes=(20 + 6 * second) * 2**30,
+            memory_total_bytes=141 * 2**30,
+            temperature_c=40.0 + 3 * second,
+            power_w=120.0 + 50 * second,
+            power_limit_w=700.0,
+        )
         samples.append(
-            SystemSample(time=float(second), cpu_percent=30.0 + second, cpu_count=16,
-                         ram_used_bytes=40 * 2**30, ram_total_bytes=128 * 2**30, gpus=(gpu,))
-        )  # fmt: off
+            SystemSample(
+                time=float(second),
+                cpu_percent=30.0 + second,
+                cpu_count=16,
+                ram_used_bytes=40 * 2**30,
+                ram_total_bytes=128 * 2**30,
+                gpus=(gpu,),
+            )
+        )
     return samples
 
 

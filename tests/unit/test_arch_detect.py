@@ -23,9 +23,15 @@ from entrenar_tui.core.models.tensors import TensorInfo
 # What detection can tell from names alone. LLaMA and Mistral checkpoints are name-for-name
 # identical, so a Mistral file is reported as "llama" with the choice flagged in `inferred`.
 EXPECTED_TYPE = {
-    "llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gpt2": "gpt2",
-    "gpt_neox": "gpt_neox", "bert": "bert", "roberta": "roberta", "t5": "t5",
-}  # fmt: skip
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "qwen2",
+    "gpt2": "gpt2",
+    "gpt_neox": "gpt_neox",
+    "bert": "bert",
+    "roberta": "roberta",
+    "t5": "t5",
+}
 AMBIGUOUS_TYPE = {"llama", "mistral"}
 LEARNED_POSITIONS = {"gpt2", "bert", "roberta"}  # the others are rotary / relative: no table
 
@@ -226,8 +232,13 @@ def test_empty_and_degenerate_inputs_do_not_raise():
 
 _STACKS = ["model.layers", "transformer.h", "encoder.block", "decoder.block", "bert.encoder.layer"]
 _OTHER = ["embed_tokens.weight", "wte.weight", "shared.weight", "lm_head.weight", "x.y", "layers.z"]
-_EXTRA = ["self_attn.k_proj.weight", "SelfAttention.k.weight", "attention.self.key.weight",
-          "layer.0.SelfAttention.relative_attention_bias.weight", "self_attn.q_proj.bias"]  # fmt: skip
+_EXTRA = [
+    "self_attn.k_proj.weight",
+    "SelfAttention.k.weight",
+    "attention.self.key.weight",
+    "layer.0.SelfAttention.relative_attention_bias.weight",
+    "self_attn.q_proj.bias",
+]
 _SHAPES = st.lists(st.integers(0, 9), max_size=3).map(tuple)
 
 

@@ -22,13 +22,29 @@ LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "down_proj"]
 CONFIGS = {
     "plain": ("llama", dict(r=4, lora_alpha=8, target_modules=LLAMA_TARGETS)),
     "rslora": ("llama", dict(r=4, lora_alpha=8, target_modules=LLAMA_TARGETS, use_rslora=True)),
-    "dora_patterns": ("llama", dict(
-        r=4, lora_alpha=8, target_modules=LLAMA_TARGETS, use_dora=True,
-        rank_pattern={"v_proj": 2}, alpha_pattern={"down_proj": 3}, modules_to_save=["lm_head"],
-    )),
-    "gpt2": ("gpt2", dict(r=4, lora_alpha=16, target_modules=["c_attn", "c_fc"],
-                          fan_in_fan_out=True, modules_to_save=["ln_f"])),
-}  # fmt: skip
+    "dora_patterns": (
+        "llama",
+        dict(
+            r=4,
+            lora_alpha=8,
+            target_modules=LLAMA_TARGETS,
+            use_dora=True,
+            rank_pattern={"v_proj": 2},
+            alpha_pattern={"down_proj": 3},
+            modules_to_save=["lm_head"],
+        ),
+    ),
+    "gpt2": (
+        "gpt2",
+        dict(
+            r=4,
+            lora_alpha=16,
+            target_modules=["c_attn", "c_fc"],
+            fan_in_fan_out=True,
+            modules_to_save=["ln_f"],
+        ),
+    ),
+}
 
 
 def save_adapter(folder, arch: str, trained: bool = True, **lora):
@@ -103,8 +119,10 @@ def test_raw_state_dict_names_with_adapter_segment_read_the_same(adapters, tmp_p
     for name, module in saved.modules.items():
         other = again.modules[name]
         assert (module.a.shape, module.b.shape, module.magnitude.shape) == (
-            other.a.shape, other.b.shape, other.magnitude.shape,
-        )  # fmt: skip
+            other.a.shape,
+            other.b.shape,
+            other.magnitude.shape,
+        )
         assert np.array_equal(saved.read(module.b), again.read(other.b))
     assert list(again.saved) == ["lm_head.weight"]
 
@@ -115,7 +133,11 @@ def test_inspect_reports_rank_alpha_scale_and_parameters_exactly(adapters, key):
     trainable, _ = peft_model.get_nb_trainable_parameters()
     report = inspect_adapter(folder)
     _, lora = CONFIGS[key]
-    saved = sum(t.numel() for k, t in load_file(folder / "adapter_model.safetensors").items() if "lora_" not in k)  # fmt: skip
+    saved = sum(
+        t.numel()
+        for k, t in load_file(folder / "adapter_model.safetensors").items()
+        if "lora_" not in k
+    )
     assert (report.rank, report.alpha) == (lora["r"], lora["lora_alpha"])
     expected_scale = lora["lora_alpha"] / (math.sqrt(4) if lora.get("use_rslora") else 4)
     assert report.scale == pytest.approx(expected_scale)
@@ -185,8 +207,14 @@ def test_nan_is_a_problem_naming_the_module(adapters, tmp_path):
 def test_shapes_that_do_not_fit_the_base_are_problems(adapters, tmp_path):
     import transformers
 
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                      num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
     report = inspect_adapter(adapters["plain"][0], base=tmp_path)
     assert not report.ok

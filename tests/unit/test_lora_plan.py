@@ -96,7 +96,12 @@ def test_24gb_takes_16_bit_lora_rank_64(llama_plans):
     """LoRA r=64 on every linear layer needs 16.9 GiB at micro-batch 1 and 20.7 at micro-batch 4
     with checkpointing: it fits 21.6 GiB; without checkpointing it needs 34 GiB."""
     plan = llama_plans[24]
-    assert (plan.method, plan.rank, plan.target_set, plan.quantize_base) == ("lora", 64, "all-linear", None)  # fmt: skip
+    assert (plan.method, plan.rank, plan.target_set, plan.quantize_base) == (
+        "lora",
+        64,
+        "all-linear",
+        None,
+    )
     assert (plan.batch_size, plan.gradient_accumulation, plan.gradient_checkpointing) == (
         4,
         4,
@@ -119,7 +124,12 @@ def test_80gb_fine_tunes_everything_with_8_bit_adamw(llama_plans):
     too much. With 8-bit AdamW it is 10 bytes a parameter (66.6 GiB), which fits at micro-batch 1
     without checkpointing; full fine-tuning ranks above LoRA r=64 in expected quality."""
     plan = llama_plans[80]
-    assert (plan.method, plan.optimizer, plan.rank, plan.target_modules) == ("full", "adamw8bit", None, [])  # fmt: skip
+    assert (plan.method, plan.optimizer, plan.rank, plan.target_modules) == (
+        "full",
+        "adamw8bit",
+        None,
+        [],
+    )
     assert (plan.batch_size, plan.gradient_accumulation, plan.gradient_checkpointing) == (
         1,
         16,
@@ -134,19 +144,44 @@ def test_80gb_fine_tunes_everything_with_8_bit_adamw(llama_plans):
 
 def test_plans_are_the_estimators_numbers(llama_plans):
     for plan in llama_plans.values():
-        settings = dict(batch_size=plan.batch_size, sequence_length=2048, precision="bf16", optimizer=plan.optimizer,
-                        gradient_checkpointing=plan.gradient_checkpointing, config=_config("llama-2-7b.json"))  # fmt: skip
+        settings = dict(
+            batch_size=plan.batch_size,
+            sequence_length=2048,
+            precision="bf16",
+            optimizer=plan.optimizer,
+            gradient_checkpointing=plan.gradient_checkpointing,
+            config=_config("llama-2-7b.json"),
+        )
         if plan.rank:
-            settings.update(lora_rank=plan.rank, lora_targets=plan.target_modules, quantize_base=plan.quantize_base)  # fmt: skip
+            settings.update(
+                lora_rank=plan.rank,
+                lora_targets=plan.target_modules,
+                quantize_base=plan.quantize_base,
+            )
         direct = estimate_memory(from_config(_config("llama-2-7b.json")), **settings)
         assert plan.memory.total_bytes == direct.total_bytes
         assert plan.memory.total_bytes <= plan.budget_bytes == int(plan.vram_bytes * 0.9)
         assert plan.utilization == plan.memory.total_bytes / plan.vram_bytes <= 1
         data = plan.to_dict()
         assert json.loads(json.dumps(data))["memory"]["total_bytes"] == direct.total_bytes
-        assert {"method", "rank", "alpha", "target_modules", "batch_size", "gradient_accumulation",
-                "gradient_checkpointing", "sequence_length", "trainable_parameters", "trainable_share",
-                "memory", "vram_bytes", "utilization", "relative_speed", "rejected", "notes"} <= set(data)  # fmt: skip
+        assert {
+            "method",
+            "rank",
+            "alpha",
+            "target_modules",
+            "batch_size",
+            "gradient_accumulation",
+            "gradient_checkpointing",
+            "sequence_length",
+            "trainable_parameters",
+            "trainable_share",
+            "memory",
+            "vram_bytes",
+            "utilization",
+            "relative_speed",
+            "rejected",
+            "notes",
+        } <= set(data)
 
 
 def test_without_headroom_lora_squeezes_into_16gb():
@@ -230,9 +265,15 @@ def test_nothing_fits_says_how_much_is_needed():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(vram="lots"), dict(vram="0GB"), dict(vram="16GB", headroom=1.0),
-     dict(vram="16GB", batch_size=0), dict(vram="16GB", sequence_length=-1), dict(vram="16GB", method="auto-16")],
-)  # fmt: skip
+    [
+        dict(vram="lots"),
+        dict(vram="0GB"),
+        dict(vram="16GB", headroom=1.0),
+        dict(vram="16GB", batch_size=0),
+        dict(vram="16GB", sequence_length=-1),
+        dict(vram="16GB", method="auto-16"),
+    ],
+)
 def test_bad_arguments_are_input_errors(kwargs):
     with pytest.raises(InvalidInputError):
         plan_lora(LLAMA, **kwargs)
@@ -254,14 +295,25 @@ def test_written_config_is_valid_distill_yaml(tmp_path, gb):
     training = TrainingConfig.model_validate(fragment["training"])
     assert lora.enabled == (plan.method != "full")
     if lora.enabled:
-        assert (lora.rank, lora.alpha, lora.target_modules) == (plan.rank, plan.alpha, plan.target_modules)  # fmt: skip
+        assert (lora.rank, lora.alpha, lora.target_modules) == (
+            plan.rank,
+            plan.alpha,
+            plan.target_modules,
+        )
         assert "4-bit NF4" in text  # the header says what distill.yaml cannot
     else:
         assert "8-bit AdamW" in text
-    assert (training.batch_size, training.gradient_accumulation) == (plan.batch_size, plan.gradient_accumulation)  # fmt: skip
+    assert (training.batch_size, training.gradient_accumulation) == (
+        plan.batch_size,
+        plan.gradient_accumulation,
+    )
     assert training.gradient_checkpointing == plan.gradient_checkpointing
     assert training.mixed_precision == "bf16"
-    whole = {"teacher": {"model_id": "t"}, "student": {"model_id": "s", **fragment["student"]}, "training": fragment["training"]}  # fmt: skip
+    whole = {
+        "teacher": {"model_id": "t"},
+        "student": {"model_id": "s", **fragment["student"]},
+        "training": fragment["training"],
+    }
     DistillConfig.model_validate(whole)
     assert [p.name for p in tmp_path.iterdir()] == ["plan.yaml"]  # no temp file left behind
 
@@ -310,11 +362,18 @@ def test_compare_the_issue_example():
         == rows["qlora-4bit"].trainable_parameters
         == 39_976_960
     )
-    assert rows["qlora-4bit"].memory_bytes < rows["lora-16"].memory_bytes < rows["lora-64"].memory_bytes < rows["full"].memory_bytes  # fmt: skip
+    assert (
+        rows["qlora-4bit"].memory_bytes
+        < rows["lora-16"].memory_bytes
+        < rows["lora-64"].memory_bytes
+        < rows["full"].memory_bytes
+    )
     assert [r.fits for r in table.rows] == [False, True, True, True]
     assert rows["full"].quality_note.startswith("reference")
     assert "Dettmers" in rows["qlora-4bit"].quality_note
-    assert rows["qlora-4bit"].relative_speed == pytest.approx(0.7 * rows["lora-16"].relative_speed, rel=0.01)  # fmt: skip
+    assert rows["qlora-4bit"].relative_speed == pytest.approx(
+        0.7 * rows["lora-16"].relative_speed, rel=0.01
+    )
     json.dumps(table.to_dict())
     assert all(r.fits is None for r in compare_methods(LLAMA, ["full"]).rows)  # no --vram given
 

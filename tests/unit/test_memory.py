@@ -34,38 +34,90 @@ from entrenar_tui.core.models.arch import ArchInfo, from_config
 
 # meta-llama/Llama-2-7b-hf config.json, as published
 LLAMA2_7B = {
-    "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
-    "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 11008,
-    "max_position_embeddings": 4096, "model_type": "llama", "num_attention_heads": 32,
-    "num_hidden_layers": 32, "num_key_value_heads": 32, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
-    "rope_scaling": None, "tie_word_embeddings": False, "torch_dtype": "float16",
-    "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": 32000,
-}  # fmt: skip
+    "architectures": ["LlamaForCausalLM"],
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "initializer_range": 0.02,
+    "intermediate_size": 11008,
+    "max_position_embeddings": 4096,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float16",
+    "transformers_version": "4.31.0.dev0",
+    "use_cache": True,
+    "vocab_size": 32000,
+}
 BIG_CONFIGS = {
     "llama-2-7b": LLAMA2_7B,
-    "mistral-7b": dict(model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                       max_position_embeddings=32768, tie_word_embeddings=False),
-    "qwen2-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-                       num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                       max_position_embeddings=32768, tie_word_embeddings=True),
-    "gpt2": dict(model_type="gpt2", vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
-    "t5-v1_1-small": dict(model_type="t5", vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
-                          num_decoder_layers=8, num_heads=6, feed_forward_proj="gated-gelu",
-                          tie_word_embeddings=False),
-}  # fmt: skip
+    "mistral-7b": dict(
+        model_type="mistral",
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+    ),
+    "qwen2-0.5b": dict(
+        model_type="qwen2",
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    ),
+    "gpt2": dict(
+        model_type="gpt2", vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024
+    ),
+    "t5-v1_1-small": dict(
+        model_type="t5",
+        vocab_size=32128,
+        d_model=512,
+        d_kv=64,
+        d_ff=1024,
+        num_layers=8,
+        num_decoder_layers=8,
+        num_heads=6,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    ),
+}
 # configs whose options the tiny ones leave at their defaults
 VARIANTS = {
-    "llama-biases": dict(TINY_CONFIGS["llama"], attention_bias=True, mlp_bias=True, tie_word_embeddings=True),
+    "llama-biases": dict(
+        TINY_CONFIGS["llama"], attention_bias=True, mlp_bias=True, tie_word_embeddings=True
+    ),
     "qwen2-untied": dict(TINY_CONFIGS["qwen2"], tie_word_embeddings=False),
     "gpt2-inner-untied": dict(TINY_CONFIGS["gpt2"], n_inner=96, tie_word_embeddings=False),
-    "neox-no-bias-sequential": dict(TINY_CONFIGS["gpt_neox"], attention_bias=False, use_parallel_residual=False),
+    "neox-no-bias-sequential": dict(
+        TINY_CONFIGS["gpt_neox"], attention_bias=False, use_parallel_residual=False
+    ),
     "bert-types-untied": dict(TINY_CONFIGS["bert"], type_vocab_size=4, tie_word_embeddings=False),
     "t5-gated": dict(TINY_CONFIGS["t5"], feed_forward_proj="gated-gelu", tie_word_embeddings=False),
-}  # fmt: skip
-LLAMA_SMALL = dict(model_type="llama", vocab_size=1000, hidden_size=256, intermediate_size=688,
-                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                   max_position_embeddings=128)  # fmt: skip
+}
+LLAMA_SMALL = dict(
+    model_type="llama",
+    vocab_size=1000,
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=128,
+)
 
 
 def _model_from(config: dict, meta: bool = False):
@@ -195,18 +247,29 @@ def _real_step_bytes(config: dict, precision: str, optimizer: str, lora_rank: in
 @pytest.mark.parametrize(
     ("arch", "precision", "optimizer", "lora_rank"),
     [(arch, "fp32", "adamw", None) for arch in ("llama", "gpt2", "bert", "t5")]
-    + [("llama", "fp32", "sgd", None), ("llama", "bf16", "adamw", None),
-       ("llama", "fp32", "adamw", 4), ("gpt2", "bf16", "adamw", 4)],
-)  # fmt: skip
+    + [
+        ("llama", "fp32", "sgd", None),
+        ("llama", "bf16", "adamw", None),
+        ("llama", "fp32", "adamw", 4),
+        ("gpt2", "bf16", "adamw", 4),
+    ],
+)
 def test_weights_gradients_and_optimizer_state_match_a_real_step(
     arch, precision, optimizer, lora_rank
 ):
     config = TINY_CONFIGS[arch]
     real = _real_step_bytes(config, precision, optimizer, lora_rank)
     est = estimate_memory(
-        from_config(config), config=config, batch_size=1, sequence_length=8, optimizer=optimizer,
-        precision=precision, lora_rank=lora_rank, device="cpu", master_weights=False,
-    )  # fmt: skip
+        from_config(config),
+        config=config,
+        batch_size=1,
+        sequence_length=8,
+        optimizer=optimizer,
+        precision=precision,
+        lora_rank=lora_rank,
+        device="cpu",
+        master_weights=False,
+    )
     assert est.breakdown["optimizer"] == real["optimizer"]
     if lora_rank:  # fp32 adapters over a frozen base
         assert (est.breakdown["weights"], est.breakdown["adapters"]) == (
@@ -277,9 +340,18 @@ def _inventory_bytes(
 @pytest.mark.parametrize(
     ("arch", "attention", "bf16", "lora"),
     [(a, "sdpa", False, lora) for a in TINY_CONFIGS for lora in (False, True)]
-    + [(a, attn, True, lora) for a in ("llama", "gpt2", "gpt_neox", "bert") for attn in ("sdpa", "eager") for lora in (False, True)]
-    + [(a, "eager", False, lora) for a in ("llama", "mistral", "gpt2", "t5") for lora in (False, True)],
-)  # fmt: skip
+    + [
+        (a, attn, True, lora)
+        for a in ("llama", "gpt2", "gpt_neox", "bert")
+        for attn in ("sdpa", "eager")
+        for lora in (False, True)
+    ]
+    + [
+        (a, "eager", False, lora)
+        for a in ("llama", "mistral", "gpt2", "t5")
+        for lora in (False, True)
+    ],
+)
 def test_saved_activation_inventory_matches_autograd(arch, attention, bf16, lora):
     real, shape = _saved_by_autograd(arch, attention, bf16, lora)
     predicted = _inventory_bytes(shape, attention, bf16, lora)
@@ -300,9 +372,19 @@ def _exact_peak(config: dict, batch: int, seq: int, **settings) -> int:
 
     lora = settings.get("lora_rank")
     targets = model_shape(from_config(config), config).default_lora_targets if lora else None
-    spec = dict(config=config, batch=batch, seq=seq, optimizer=settings.get("optimizer", "adamw"),
-                precision=settings.get("precision", "fp32"), checkpointing=settings.get("gradient_checkpointing", False),
-                lora_rank=lora, lora_targets=targets, attention="sdpa", device="cpu", steps=1)  # fmt: skip
+    spec = dict(
+        config=config,
+        batch=batch,
+        seq=seq,
+        optimizer=settings.get("optimizer", "adamw"),
+        precision=settings.get("precision", "fp32"),
+        checkpointing=settings.get("gradient_checkpointing", False),
+        lora_rank=lora,
+        lora_targets=targets,
+        attention="sdpa",
+        device="cpu",
+        steps=1,
+    )
     model, optimizer, vocab = _build(spec)
     _train(model, optimizer, vocab, spec, batch, seq, 1)  # the first step allocates optimizer state
     persistent = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -338,8 +420,15 @@ def _exact_peak(config: dict, batch: int, seq: int, **settings) -> int:
 def test_estimated_peak_matches_the_allocator(arch, settings):
     config = TINY_CONFIGS[arch]
     real = _exact_peak(config, 4, 64, **settings)
-    est = estimate_memory(from_config(config), config=config, batch_size=4, sequence_length=64, device="cpu",
-                          master_weights=False, **settings)  # fmt: skip
+    est = estimate_memory(
+        from_config(config),
+        config=config,
+        batch_size=4,
+        sequence_length=64,
+        device="cpu",
+        master_weights=False,
+        **settings,
+    )
     assert est.peak_tensor_bytes == pytest.approx(real, rel=0.03), est.summary()
 
 
@@ -348,8 +437,14 @@ def test_logits_dominated_peak_matches_the_allocator():
     once: at a wide vocabulary that is most of the peak, which must still match the allocator."""
     config = dict(TINY_CONFIGS["llama"], vocab_size=16384)
     real = _exact_peak(config, 4, 64)
-    est = estimate_memory(from_config(config), config=config, batch_size=4, sequence_length=64,
-                          device="cpu", master_weights=False)  # fmt: skip
+    est = estimate_memory(
+        from_config(config),
+        config=config,
+        batch_size=4,
+        sequence_length=64,
+        device="cpu",
+        master_weights=False,
+    )
     assert est.peak_phase == "the loss backward"
     assert est.breakdown["logits"] > est.peak_tensor_bytes / 2
     assert est.peak_tensor_bytes == pytest.approx(real, rel=0.03), est.summary()
@@ -371,7 +466,17 @@ def measured_small_llama():
                 runs,
             )
         )
-    estimates = [estimate_memory(from_config(LLAMA_SMALL), config=LLAMA_SMALL, batch_size=2, sequence_length=64, device="cpu", **s) for s in runs]  # fmt: skip
+    estimates = [
+        estimate_memory(
+            from_config(LLAMA_SMALL),
+            config=LLAMA_SMALL,
+            batch_size=2,
+            sequence_length=64,
+            device="cpu",
+            **s,
+        )
+        for s in runs
+    ]
     return list(zip(runs, measured, estimates, strict=True))
 
 
@@ -495,8 +600,15 @@ def test_cuda_tensor_peak_matches_max_memory_allocated():
         measured = measure_training_step(
             LLAMA_SMALL, batch_size=2, sequence_length=64, device="cuda", **run
         )
-        est = estimate_memory(from_config(LLAMA_SMALL), config=LLAMA_SMALL, batch_size=2,
-                              sequence_length=64, device="cuda", master_weights=False, **run)  # fmt: skip
+        est = estimate_memory(
+            from_config(LLAMA_SMALL),
+            config=LLAMA_SMALL,
+            batch_size=2,
+            sequence_length=64,
+            device="cuda",
+            master_weights=False,
+            **run,
+        )
         assert est.peak_tensor_bytes == pytest.approx(measured.peak_bytes, rel=0.05), run
 
 

@@ -28,8 +28,10 @@ RNG = np.random.default_rng(7)
 
 def valid_file(folder: Path, name: str = "model.safetensors") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {"w.weight": RNG.standard_normal((4, 8)).astype(np.float32),
-               "n.weight": np.ones(8, np.float32)}  # fmt: skip
+    tensors = {
+        "w.weight": RNG.standard_normal((4, 8)).astype(np.float32),
+        "n.weight": np.ones(8, np.float32),
+    }
     save_file(tensors, str(folder / name))
     return folder / name
 
@@ -79,26 +81,50 @@ LFS = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\n
 # name -> builder(tmp_path) -> (model reference, expected problem code)
 STRUCTURAL = {
     "truncated": lambda d: (lambda p: (p.write_bytes(p.read_bytes()[:-5]), p)[1])(valid_file(d)),
-    "lfs_pointer": lambda d: (d / "model.safetensors", (d / "model.safetensors").write_text(LFS))[0],
+    "lfs_pointer": lambda d: (d / "model.safetensors", (d / "model.safetensors").write_text(LFS))[
+        0
+    ],
     "header_past_eof": lambda d: with_prefix(valid_file(d), 10_000),
     "header_too_large": lambda d: with_prefix(valid_file(d), 100_000_001),
-    "overlap": lambda d: raw_file(d / "m.safetensors", {"a": f32(0, 16), "b": f32(8, 24)}, bytes(24)),
+    "overlap": lambda d: raw_file(
+        d / "m.safetensors", {"a": f32(0, 16), "b": f32(8, 24)}, bytes(24)
+    ),
     "hole": lambda d: raw_file(d / "m.safetensors", {"a": f32(0, 16), "b": f32(24, 40)}, bytes(40)),
     "unknown_dtype": lambda d: raw_file(d / "m.safetensors", {"a": f32(0, 16, "F7")}, bytes(16)),
     "not_utf8": lambda d: raw_file(d / "m.safetensors", b'{"\xff\xfe": 1}', b""),
     "bad_json": lambda d: raw_file(d / "m.safetensors", b'{"a": {"dtype": "F32",, }', bytes(16)),
-    "size_mismatch": lambda d: raw_file(d / "m.safetensors", {"a": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}, bytes(16)),
-    "trailing_bytes": lambda d: (lambda p: (p.write_bytes(p.read_bytes() + bytes(4)), p)[1])(valid_file(d)),
-    "missing_shard": lambda d: sharded(d, {"weight_map": {"w.weight": "model-00001-of-00002.safetensors",
-                                                          "n.weight": "model-00001-of-00002.safetensors",
-                                                          "x.weight": "model-00002-of-00002.safetensors"}}),
+    "size_mismatch": lambda d: raw_file(
+        d / "m.safetensors",
+        {"a": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}},
+        bytes(16),
+    ),
+    "trailing_bytes": lambda d: (lambda p: (p.write_bytes(p.read_bytes() + bytes(4)), p)[1])(
+        valid_file(d)
+    ),
+    "missing_shard": lambda d: sharded(
+        d,
+        {
+            "weight_map": {
+                "w.weight": "model-00001-of-00002.safetensors",
+                "n.weight": "model-00001-of-00002.safetensors",
+                "x.weight": "model-00002-of-00002.safetensors",
+            }
+        },
+    ),
     "bad_index_json": lambda d: sharded(d, '{"weight_map": {"w.weight": '),
     "bad_index": lambda d: sharded(d, '{"metadata": {}}'),
-    "bad_config_json": lambda d: (valid_file(d), (d / "config.json").write_text("{'model_type': llama"), d)[2],
+    "bad_config_json": lambda d: (
+        valid_file(d),
+        (d / "config.json").write_text("{'model_type': llama"),
+        d,
+    )[2],
     "bad_gguf": lambda d: (lambda p: (p.write_bytes(p.read_bytes()[:-100]), p)[1])(
-        write_gguf(d / "m.gguf", {"a.weight": np.ones((4, 64), np.float32)})),
-    "bad_pth": lambda d: (d / "m.pth", (d / "m.pth").write_bytes(b"PK\x03\x04 not a zip at all"))[0],
-}  # fmt: skip
+        write_gguf(d / "m.gguf", {"a.weight": np.ones((4, 64), np.float32)})
+    ),
+    "bad_pth": lambda d: (d / "m.pth", (d / "m.pth").write_bytes(b"PK\x03\x04 not a zip at all"))[
+        0
+    ],
+}
 EXPECTED = {"bad_index_json": "bad_json", "bad_config_json": "bad_json"}
 
 
@@ -126,7 +152,11 @@ def test_structural_break_is_reported_and_refused_by_open(tmp_path, case):
 def nan_bf16(d: Path) -> Path:
     bits = (RNG.standard_normal(64).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
     bits[[3, 40]] = 0x7FC0
-    return raw_file(d / "m.safetensors", {"a.weight": {"dtype": "BF16", "shape": [8, 8], "data_offsets": [0, 128]}}, bits.tobytes())  # fmt: skip
+    return raw_file(
+        d / "m.safetensors",
+        {"a.weight": {"dtype": "BF16", "shape": [8, 8], "data_offsets": [0, 128]}},
+        bits.tobytes(),
+    )
 
 
 def inject(d: Path, value: float, dtype=np.float32, count: int = 3) -> Path:
@@ -163,11 +193,21 @@ VALUES = {
     "nan_gguf_q8_0": (lambda d: gguf_nan(d, "Q8_0"), "nan", "32 NaN values of 256"),  # one block
     "nan_pth": (pth_nan, "nan", "1 NaN values of 16"),
     "all_zero_matrix": (lambda d: inject(d, 0.0, count=128), "all_zero", "all 128 values are zero"),
-    "missing_tensor": (lambda d: sharded(d, {"weight_map": {"w.weight": "model-00001-of-00002.safetensors",
-                                                            "n.weight": "model-00001-of-00002.safetensors",
-                                                            "gone.weight": "model-00001-of-00002.safetensors"}}),
-                       "missing_tensor", "lacks it"),
-}  # fmt: skip
+    "missing_tensor": (
+        lambda d: sharded(
+            d,
+            {
+                "weight_map": {
+                    "w.weight": "model-00001-of-00002.safetensors",
+                    "n.weight": "model-00001-of-00002.safetensors",
+                    "gone.weight": "model-00001-of-00002.safetensors",
+                }
+            },
+        ),
+        "missing_tensor",
+        "lacks it",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(VALUES))
@@ -183,7 +223,9 @@ def test_value_problem_is_counted_but_structure_stays_readable(tmp_path, case):
     assert Model.open(str(ref)).tensors  # inspect info still works: the file is well formed
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gpt2", "gpt_neox", "bert", "roberta", "t5"])  # fmt: skip
+@pytest.mark.parametrize(
+    "arch", ["llama", "mistral", "qwen2", "gpt2", "gpt_neox", "bert", "roberta", "t5"]
+)
 def test_tiny_models_of_every_arch_validate_clean(tiny_model_dir, arch):
     report = validate_model(str(tiny_model_dir(arch)), strict=True)
     assert report.ok, [p.to_dict() for p in report.problems]
@@ -228,7 +270,10 @@ def test_shapes_are_checked_against_config(tiny_model_dir, tmp_path, arch, edit,
 
 
 def test_sharded_index_is_checked_both_ways(tmp_path):
-    shard = {f"model-0000{i}-of-00002.safetensors": {f"t{i}.weight": np.ones((2, 2), np.float32)} for i in (1, 2)}  # fmt: skip
+    shard = {
+        f"model-0000{i}-of-00002.safetensors": {f"t{i}.weight": np.ones((2, 2), np.float32)}
+        for i in (1, 2)
+    }
     for name, tensors in shard.items():
         save_file(tensors, str(tmp_path / name))
     weight_map = {t: name for name, tensors in shard.items() for t in tensors}
@@ -236,17 +281,26 @@ def test_sharded_index_is_checked_both_ways(tmp_path):
     clean = validate_model(str(tmp_path / "model.safetensors.index.json"), strict=True)
     assert clean.ok and clean.files_checked == 2 and clean.tensors_checked == 2
     # shard 2 now also holds t1 (a duplicate) and an extra tensor the index does not list
-    extra = {"t2.weight": np.ones((2, 2), np.float32), "t1.weight": np.ones((2, 2), np.float32),
-             "stray.weight": np.ones((2, 2), np.float32)}  # fmt: skip
+    extra = {
+        "t2.weight": np.ones((2, 2), np.float32),
+        "t1.weight": np.ones((2, 2), np.float32),
+        "stray.weight": np.ones((2, 2), np.float32),
+    }
     save_file(extra, str(tmp_path / "model-00002-of-00002.safetensors"))
     found = {(p.severity, p.code, p.tensor) for p in validate_model(str(tmp_path)).problems}
-    assert found == {("error", "duplicate_tensor", "t1.weight"), ("warning", "unindexed_tensor", "stray.weight")}  # fmt: skip
+    assert found == {
+        ("error", "duplicate_tensor", "t1.weight"),
+        ("warning", "unindexed_tensor", "stray.weight"),
+    }
 
 
 def test_strict_turns_warnings_into_failure(tmp_path):
-    tensors = {"w.weight": RNG.standard_normal((4, 8)).astype(np.float32),
-               "v.weight": RNG.standard_normal((4, 8)).astype(np.float16),
-               "norm.weight": np.zeros(8, np.float32), "b.bias": np.zeros(8, np.float32)}  # fmt: skip
+    tensors = {
+        "w.weight": RNG.standard_normal((4, 8)).astype(np.float32),
+        "v.weight": RNG.standard_normal((4, 8)).astype(np.float16),
+        "norm.weight": np.zeros(8, np.float32),
+        "b.bias": np.zeros(8, np.float32),
+    }
     save_file(tensors, str(tmp_path / "model.safetensors"))
     lenient = validate_model(str(tmp_path))
     strict = validate_model(str(tmp_path), strict=True)
@@ -258,8 +312,10 @@ def test_strict_turns_warnings_into_failure(tmp_path):
 
 def test_many_bad_tensors_are_summarised_not_listed(tmp_path):
     count = MAX_PER_CODE + 7
-    save_file({f"t{i}.weight": np.full((2, 2), np.nan, np.float32) for i in range(count)},
-              str(tmp_path / "model.safetensors"))  # fmt: skip
+    save_file(
+        {f"t{i}.weight": np.full((2, 2), np.nan, np.float32) for i in range(count)},
+        str(tmp_path / "model.safetensors"),
+    )
     problems = [p for p in validate_model(str(tmp_path)).problems if p.code == "nan"]
     assert len(problems) == MAX_PER_CODE + 1
     assert problems[-1].message == "7 more nan problems not listed"
@@ -284,7 +340,12 @@ def test_a_reference_to_nothing_is_an_exception(tmp_path):
 def test_scan_counts_match_numpy_across_chunks(dtype):
     import torch
 
-    torch_dtype = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]  # fmt: skip
+    torch_dtype = {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+    }[dtype]
     values = torch.from_numpy(RNG.standard_normal(700_001)).to(torch_dtype)  # spans chunks
     values[RNG.choice(values.numel(), 11, replace=False)] = float("nan")
     values[RNG.choice(values.numel(), 4, replace=False)] = float("inf")

@@ -32,11 +32,21 @@ from . import quants
 
 # transformers model_type -> GGUF architecture (llama.cpp converts Mistral as llama)
 SUPPORTED = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
-QUANTIZE = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
-            "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0")}  # fmt: skip
+QUANTIZE = {
+    "f32": ("F32", "ALL_F32"),
+    "f16": ("F16", "MOSTLY_F16"),
+    "bf16": ("BF16", "MOSTLY_BF16"),
+    "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
+    "q4_0": ("Q4_0", "MOSTLY_Q4_0"),
+}
 UNSUPPORTED_HINT = "GGUF export supports llama, mistral and qwen2; convert others to safetensors"
 # Keys the writer sets again, or that describe the old file rather than the new one.
-_DROPPED_KEYS = {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"}  # fmt: skip
+_DROPPED_KEYS = {
+    "general.architecture",
+    "general.file_type",
+    "general.quantization_version",
+    "general.alignment",
+}
 
 # llama.cpp names a BPE pre-tokenizer by hashing the ids its tokenizer gives for this text
 # (convert_hf_to_gguf.py, get_vocab_base_pre); these are the hashes of common ones.
@@ -94,7 +104,9 @@ class _Plan:
     notes: list[str]
 
 
-def write_gguf(model: Model, output: str | Path, quantize: str = "f16", verify: bool = True) -> GGUFExportResult:  # fmt: skip
+def write_gguf(
+    model: Model, output: str | Path, quantize: str = "f16", verify: bool = True
+) -> GGUFExportResult:
     """Write `model` as one GGUF file at `output`, atomically; quantize: f32|f16|bf16|q8_0|q4_0.
 
     `verify` reads the file back (before it replaces `output`) and checks every tensor's name,
@@ -103,10 +115,14 @@ def write_gguf(model: Model, output: str | Path, quantize: str = "f16", verify: 
 
     quant = str(quantize).lower()
     if quant not in QUANTIZE:
-        raise InvalidInputError(f"unknown GGUF quantization {quantize!r}", f"use one of: {', '.join(QUANTIZE)}")  # fmt: skip
+        raise InvalidInputError(
+            f"unknown GGUF quantization {quantize!r}", f"use one of: {', '.join(QUANTIZE)}"
+        )
     output = Path(output)
     if any(output.resolve() == p.resolve() for p in model.source.weight_files):
-        raise InvalidInputError(f"{output} is the input file", "write to another path; inputs are never modified")  # fmt: skip
+        raise InvalidInputError(
+            f"{output} is the input file", "write to another path; inputs are never modified"
+        )
     qtype = gguf.GGMLQuantizationType[QUANTIZE[quant][0]]
     plan = _plan_gguf(model, qtype) if model.kind == "gguf" else _plan_safetensors(model, qtype)
     with atomic_path(output) as tmp:
@@ -117,11 +133,17 @@ def write_gguf(model: Model, output: str | Path, quantize: str = "f16", verify: 
         checksums = _write_tensors(writer, plan.tensors)
         verification = _verify(tmp, plan.tensors, checksums) if verify else {}
     return GGUFExportResult(
-        output=output, quantize=quant, architecture=plan.arch, tensor_count=len(plan.tensors),
+        output=output,
+        quantize=quant,
+        architecture=plan.arch,
+        tensor_count=len(plan.tensors),
         parameters=sum(int(np.prod(t.shape)) for t in plan.tensors),
-        file_size_bytes=output.stat().st_size, types=dict(Counter(t.qtype.name for t in plan.tensors)),
-        verified=verify, verification=verification, notes=plan.notes,
-    )  # fmt: skip
+        file_size_bytes=output.stat().st_size,
+        types=dict(Counter(t.qtype.name for t in plan.tensors)),
+        verified=verify,
+        verification=verification,
+        notes=plan.notes,
+    )
 
 
 def _write_tensors(writer, tensors: list[_Tensor]) -> list[int]:
@@ -176,9 +198,15 @@ def _is_head(name: str, names: set[str]) -> bool:
 def _model_type(model: Model) -> str:
     """The transformers model_type, when it is one this exporter writes."""
     if model.kind == "config":
-        raise InvalidInputError(f"{model.source.path}: a config.json without weights", "give the model folder or weights file")  # fmt: skip
+        raise InvalidInputError(
+            f"{model.source.path}: a config.json without weights",
+            "give the model folder or weights file",
+        )
     if not model.source.config:
-        raise InvalidInputError(f"{model.source.path}: no config.json beside the weights", "GGUF export needs the model's config.json")  # fmt: skip
+        raise InvalidInputError(
+            f"{model.source.path}: no config.json beside the weights",
+            "GGUF export needs the model's config.json",
+        )
     model_type = str(model.source.config.get("model_type", "unknown"))
     if model_type not in SUPPORTED:
         raise UnsupportedError(f"cannot export a {model_type!r} model to GGUF", UNSUPPORTED_HINT)
@@ -192,7 +220,9 @@ def _plan_safetensors(model: Model, qtype) -> _Plan:
     arch, info = SUPPORTED[model_type], model.arch
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], info.layers)
     # llama.cpp's llama rotary pairs each head's two halves; qwen2 (NEOX style) keeps HF order
-    heads = {".attn_q.": info.heads, ".attn_k.": info.kv_heads or info.heads} if arch == "llama" else {}  # fmt: skip
+    heads = (
+        {".attn_q.": info.heads, ".attn_k.": info.kv_heads or info.heads} if arch == "llama" else {}
+    )
     tensors = _rope_freqs(config, info.head_dim)
     for t in model.tensors:
         if is_buffer(t) or (info.tied_embeddings and t.name == "lm_head.weight"):
@@ -239,7 +269,10 @@ def _rope_freqs(config: dict, head_dim: int) -> list[_Tensor]:
     if kind in ("default", "linear", "yarn"):
         return []
     if kind != "llama3":
-        raise UnsupportedError(f"rope scaling {kind!r} is not supported for GGUF export", "supported: none, linear, yarn, llama3")  # fmt: skip
+        raise UnsupportedError(
+            f"rope scaling {kind!r} is not supported for GGUF export",
+            "supported: none, linear, yarn, llama3",
+        )
     factor = scaling.get("factor", 8.0)
     low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
     context = scaling.get("original_max_position_embeddings", 8192)
@@ -325,12 +358,15 @@ def _add_bpe(writer, spec: dict, path: Path, vocab_size: int, notes: list[str]) 
     _check_vocab(max(by_id, default=-1) + 1, vocab_size)
     tokens = [by_id.get(i, f"[PAD{i}]") for i in range(vocab_size)]
     types = [
-        gguf.TokenType.UNUSED if i not in by_id
-        else gguf.TokenType.NORMAL if i not in added
-        else gguf.TokenType.CONTROL if added[i].get("special")
+        gguf.TokenType.UNUSED
+        if i not in by_id
+        else gguf.TokenType.NORMAL
+        if i not in added
+        else gguf.TokenType.CONTROL
+        if added[i].get("special")
         else gguf.TokenType.USER_DEFINED
         for i in range(vocab_size)
-    ]  # fmt: skip
+    ]
     pre = _bpe_pre(path)
     if pre == "default":
         notes.append("BPE pre-tokenizer not one llama.cpp names: wrote tokenizer.ggml.pre=default")
@@ -358,7 +394,10 @@ def _add_sentencepiece(writer, folder: Path, vocab_size: int) -> None:
     vocab = (gguf.vocab.SentencePieceVocab if has_model else gguf.vocab.LlamaHfVocab)(folder)
     entries = list(vocab.all_tokens())
     _check_vocab(len(entries), vocab_size)
-    entries += [(f"[PAD{i}]".encode(), -1000.0, gguf.TokenType.UNUSED) for i in range(len(entries), vocab_size)]  # fmt: skip
+    entries += [
+        (f"[PAD{i}]".encode(), -1000.0, gguf.TokenType.UNUSED)
+        for i in range(len(entries), vocab_size)
+    ]
     tokens, scores, types = zip(*entries, strict=True)
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
@@ -378,9 +417,14 @@ def _plan_gguf(model: Model, qtype) -> _Plan:
         raise UnsupportedError(f"cannot export a GGUF {arch!r} model", UNSUPPORTED_HINT)
     names = {t.name for t in model.tensors}
     tensors = [
-        _Tensor(t.name, tuple(t.shape), _target_type(t.shape, qtype, _is_head(t.name, names)), partial(_dequantized, model, t))
+        _Tensor(
+            t.name,
+            tuple(t.shape),
+            _target_type(t.shape, qtype, _is_head(t.name, names)),
+            partial(_dequantized, model, t),
+        )
         for t in model.tensors
-    ]  # fmt: skip
+    ]
     reader = open_gguf(model.source.weight_files[0]).reader
     return _Plan(arch, tensors, partial(_copy_metadata, reader), [])
 
@@ -389,7 +433,10 @@ def _dequantized(model: Model, info) -> np.ndarray:
     try:
         return model.read(info)
     except NotImplementedError as exc:
-        raise UnsupportedError(f"cannot dequantize {info.name} ({info.dtype})", "convert from the original safetensors model") from exc  # fmt: skip
+        raise UnsupportedError(
+            f"cannot dequantize {info.name} ({info.dtype})",
+            "convert from the original safetensors model",
+        ) from exc
 
 
 def _copy_metadata(reader, writer) -> None:
@@ -402,7 +449,9 @@ def _copy_metadata(reader, writer) -> None:
             continue
         kind, parts = fld.types[0], [fld.parts[i] for i in fld.data]
         if kind != V.ARRAY:
-            writer.add_key_value(name, bytes(parts[0]) if kind == V.STRING else parts[0].tolist()[0], kind)  # fmt: skip
+            writer.add_key_value(
+                name, bytes(parts[0]) if kind == V.STRING else parts[0].tolist()[0], kind
+            )
         elif fld.types[-1] != V.ARRAY and parts:  # nested and empty arrays: none in llama models
             sub = fld.types[-1]
             values = [bytes(p) if sub == V.STRING else p.tolist()[0] for p in parts]

@@ -25,11 +25,22 @@ from .apr import RAW_NUMPY, TensorSource, write_hashed
 
 # Files a Hugging Face model folder carries besides the weights; copied when the source has them.
 AUX_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "spiece.model",
-    "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja",
-    "chat_template.json", "preprocessor_config.json",
-)  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+)
 
 
 def safetensors_raw(info: TensorInfo) -> np.ndarray:

@@ -80,18 +80,39 @@ def estimate_distillation(
     t, lora = config.training, config.student.lora
     seq = config.dataset.max_length
     student = estimate_memory(
-        arch, config=cfg, parameters=params, batch_size=t.batch_size, sequence_length=seq, optimizer="adamw",
-        precision="fp32", gradient_checkpointing=t.gradient_checkpointing, lora_rank=lora.rank if lora.enabled else None,
-        lora_targets=lora.target_modules if lora.enabled else None, attention="eager", device=device, master_weights=False,
-    )  # fmt: skip
+        arch,
+        config=cfg,
+        parameters=params,
+        batch_size=t.batch_size,
+        sequence_length=seq,
+        optimizer="adamw",
+        precision="fp32",
+        gradient_checkpointing=t.gradient_checkpointing,
+        lora_rank=lora.rank if lora.enabled else None,
+        lora_targets=lora.target_modules if lora.enabled else None,
+        attention="eager",
+        device=device,
+        master_weights=False,
+    )
     teacher_terms = teacher_inference_bytes(teacher.arch, teacher.parameters, t.batch_size, seq)
     breakdown = {**teacher_terms, **{f"student_{k}": v for k, v in student.breakdown.items()}}
     result = DistillEstimate(
-        teacher=config.teacher.model_id, student=config.student.model_id or f"teacher layers {config.student.init_from_teacher.layers}",
-        batch_size=t.batch_size, sequence_length=seq, device=device, total_bytes=sum(breakdown.values()), breakdown=breakdown,
-        student_estimate=student.to_dict(), teacher_parameters=teacher.parameters, student_parameters=student.parameters,
-        notes=["teacher in fp32 under no_grad; student trained in fp32 with AdamW (the trainer's defaults)", *student.notes],
-    )  # fmt: skip
+        teacher=config.teacher.model_id,
+        student=config.student.model_id
+        or f"teacher layers {config.student.init_from_teacher.layers}",
+        batch_size=t.batch_size,
+        sequence_length=seq,
+        device=device,
+        total_bytes=sum(breakdown.values()),
+        breakdown=breakdown,
+        student_estimate=student.to_dict(),
+        teacher_parameters=teacher.parameters,
+        student_parameters=student.parameters,
+        notes=[
+            "teacher in fp32 under no_grad; student trained in fp32 with AdamW (the trainer's defaults)",
+            *student.notes,
+        ],
+    )
     cache = config.distillation.teacher_cache
     if cache.enabled:  # host memory, growing through the first epoch: not in the device total
         per_token = 6 * cache.top_k + 4  # fp16 logit + int32 index per kept token, fp32 tail

@@ -34,6 +34,7 @@ _LORA_NAME = re.compile(
 # modules_to_save copies in a raw state dict: `lm_head.modules_to_save.default.weight`
 _SAVED_WRAPPER = re.compile(r"\.modules_to_save\.[^.]+\.")
 _LAYER_NUMBER = re.compile(r"\.(\d+)(?:\.|$)")
+MAX_RANK = 1 << 20  # no layer is this wide; a larger r is a corrupt config
 
 
 @dataclass
@@ -282,34 +283,73 @@ def _build_module(adapter: Adapter, name: str, parts: dict[str, TensorInfo]) -> 
     return module
 
 
+def _bad_field(path: Path, key: str, value: object, wanted: str) -> CorruptFileError:
+    shown = repr(value)[:60]
+    return CorruptFileError(
+        f"{path}: adapter_config.json has {key}={shown}, expected {wanted}", _SAVE_HINT
+    )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value: object) -> bool:
+    return type(value) is int and 0 < value <= MAX_RANK
+
+
+def _patterns(path: Path, config: dict, key: str, check, wanted: str) -> dict:
+    """rank_pattern / alpha_pattern: {regex: value}; each regex must compile, as PEFT's does."""
+    patterns = config.get(key) or {}
+    if not isinstance(patterns, dict):
+        raise _bad_field(path, key, patterns, "an object of {module regex: value}")
+    for pattern, value in patterns.items():
+        if not check(value):
+            raise _bad_field(path, f"{key}[{pattern!r}]", value, wanted)
+        try:
+            re.compile(rf"(.*\.)?({pattern})$")
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise _bad_field(path, key, pattern, f"a regular expression ({exc})") from exc
+    return dict(patterns)
+
+
+def _names(path: Path, config: dict, key: str, allow_str: bool) -> list[str] | str | None:
+    value = config.get(key)
+    if value is None or (allow_str and isinstance(value, str)):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    wanted = "a list of module names" + (" or a regex string" if allow_str else "")
+    raise _bad_field(path, key, value, wanted)
+
+
 def _config_fields(path: Path, config: dict) -> dict:
+    """adapter_config.json's fields, type-checked: a wrong type is a corrupt file, not a bug."""
     peft_type = str(config.get("peft_type") or "LORA").upper()
     if peft_type != "LORA":
         raise UnsupportedError(
-            f"{path}: a {peft_type} adapter, not LoRA",
+            f"{path}: a {peft_type[:40]} adapter, not LoRA",
             "only PEFT LoRA (and DoRA) adapters are supported",
         )
-    try:
-        r, alpha = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
-    except (TypeError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: r or lora_alpha is not a number", _SAVE_HINT) from exc
-    if r <= 0:
-        raise CorruptFileError(
-            f"{path}: r={r} in adapter_config.json", "r must be a positive integer"
-        )
-    targets = config.get("target_modules")
+    r, alpha = config.get("r", 8), config.get("lora_alpha", 8)
+    if not _positive_int(r):
+        raise _bad_field(path, "r", r, f"a positive integer (at most {MAX_RANK})")
+    if not _number(alpha):
+        raise _bad_field(path, "lora_alpha", alpha, "a number")
+    targets = _names(path, config, "target_modules", allow_str=True)
+    base = config.get("base_model_name_or_path")
     return dict(
         r=r,
-        lora_alpha=alpha,
+        lora_alpha=float(alpha),
         use_rslora=bool(config.get("use_rslora")),
         use_dora=bool(config.get("use_dora")),
-        rank_pattern=dict(config.get("rank_pattern") or {}),
-        alpha_pattern=dict(config.get("alpha_pattern") or {}),
+        rank_pattern=_patterns(path, config, "rank_pattern", _positive_int, "a positive integer"),
+        alpha_pattern=_patterns(path, config, "alpha_pattern", _number, "a number"),
         fan_in_fan_out=bool(config.get("fan_in_fan_out")),
-        target_modules=sorted(targets) if isinstance(targets, (list, tuple, set)) else targets,
-        modules_to_save=list(config.get("modules_to_save") or []),
+        target_modules=sorted(targets) if isinstance(targets, list) else targets,
+        modules_to_save=list(_names(path, config, "modules_to_save", allow_str=False) or []),
         lora_bias=bool(config.get("lora_bias")),
-        base_model_name_or_path=config.get("base_model_name_or_path"),
+        base_model_name_or_path=base if isinstance(base, str) else None,
     )
 
 

@@ -29,8 +29,15 @@ from .adapter import Adapter, LoraModule, read_adapter
 
 FORMATS = ("safetensors", "pth", "gguf")
 LLAMA_FAMILY = ("llama", "mistral")  # convert_hf_to_gguf.py writes both as arch "llama"
-_SIDE_FILES = ("adapter_config.json", "README.md", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "tokenizer.model", "added_tokens.json")  # fmt: skip
+_SIDE_FILES = (
+    "adapter_config.json",
+    "README.md",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+)
 _MERGE_HINT = (
     "merge the adapter into its base instead (entrenar lora merge) and convert the merged model"
 )
