@@ -246,11 +246,15 @@ def _plan_safetensors(model: Model, qtype) -> _Plan:
     return _Plan(arch, tensors, partial(_hf_metadata, model, notes), notes)
 
 
-def _permuted(load: Callable[[], np.ndarray], heads: int) -> np.ndarray:
-    """convert_hf_to_gguf's LlamaModel.permute: rows (head, half, i) -> (head, i, half)."""
-    w = load()
+def permute_qk_rows(w: np.ndarray, heads: int) -> np.ndarray:
+    """convert_hf_to_gguf's LlamaModel.permute: rows (head, half, i) -> (head, i, half). Used for
+    q/k weights here and for the rows of a LoRA's lora_b (core/lora/convert.py)."""
     rows = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
     return np.ascontiguousarray(rows.swapaxes(1, 2).reshape(w.shape))
+
+
+def _permuted(load: Callable[[], np.ndarray], heads: int) -> np.ndarray:
+    return permute_qk_rows(load(), heads)
 
 
 def _rope(config: dict) -> tuple[float, dict, str]:

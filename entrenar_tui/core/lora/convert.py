@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..convert.gguf_writer import permute_qk_rows
 from ..errors import InvalidInputError, UnsupportedError
 from ..fsutil import atomic_dir, atomic_path
 from ..models.handle import Model
@@ -96,11 +97,9 @@ def _write_peft_folder(adapter: Adapter, target: str, folder: Path) -> list[str]
 
 
 def permute_rows(b: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
-    """convert_hf_to_gguf.py's LlamaModel.permute on the rows of lora_b (A is unchanged)."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    rows = b.shape[0]
-    return b.reshape(n_head, 2, rows // n_head // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+    """The base weights' q/k permutation on the rows of lora_b (A is unchanged); k uses the
+    key/value head count."""
+    return permute_qk_rows(b, n_head_kv if n_head_kv is not None else n_head)
 
 
 def _base_arch(adapter: Adapter, base: str | Path | None):
