@@ -285,63 +285,15 @@ def estimate(
     debug: DebugOpt = False,
 ) -> None:
     """Memory (teacher inference + student training) and time per step, measured here."""
-    from ..core.distill.estimate import estimate_distillation
+    from ..core.distill.estimate import estimate_config, estimate_distillation
 
     def call():
-        cfg = _estimate_config(
+        cfg = estimate_config(
             teacher, student, batch_size, sequence_length, config, overrides or []
         )
-        device = cfg.device if cfg.device != "auto" else _auto_device()
-        return estimate_distillation(cfg, steps, device)
+        return estimate_distillation(cfg, steps)
 
     run(call, json_out=json_out, debug=debug, show=show_estimate)
-
-
-def _auto_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _estimate_config(teacher, student, batch_size, sequence_length, config, overrides):
-    from ..core.distill.config import load_config, parse_config
-    from ..core.errors import ConfigError, InvalidInputError
-    from ..core.models import Model
-
-    sets = list(overrides)
-    if batch_size:
-        sets.append(f"training.batch_size={batch_size}")
-    if sequence_length:
-        sets.append(f"dataset.max_length={sequence_length}")
-    if config:
-        if teacher:
-            sets.append(f"teacher.model_id={teacher}")
-        return load_config(config, sets)
-    if not teacher:
-        raise InvalidInputError(
-            "give --teacher T or --config F",
-            "e.g. entrenar distill estimate --teacher smollm2-135m --batch-size 4 --sequence-length 128",
-        )
-    if student:
-        student_part = {"model_id": student}
-    else:
-        layers = Model.open(teacher).arch.layers or 1
-        student_part = {"init_from_teacher": {"layers": list(range(0, layers, 3))}}
-    from ..core.distill.config import apply_overrides
-
-    cfg, problems = parse_config(
-        apply_overrides(
-            {
-                "teacher": {"model_id": teacher},
-                "student": student_part,
-                "training": {"max_steps": 100},
-            },
-            sets,
-        )
-    )
-    if problems:
-        raise ConfigError(f"{problems[0].path}: {problems[0].message}", problems[0].hint)
-    return cfg
 
 
 def show_estimate(r) -> None:

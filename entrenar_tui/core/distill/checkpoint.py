@@ -78,13 +78,10 @@ def load_checkpoint(s: Setup, folder: Path) -> Progress:
 
 def save_final(s: Setup, run: RunDir) -> Path:
     """The student in Hugging Face layout (or the PEFT adapter), with the tokenizer. Hidden-state
-    projections are training-only and are saved beside it, not inside the model."""
+    projections are training-only: they live in the checkpoints, which is what a resume reads."""
     from ..fsutil import atomic_dir
 
     with atomic_dir(run.final) as tmp:
         _unwrap(s.student).save_pretrained(tmp)
         s.tokenizer.save_pretrained(tmp)
-        projections = {k: v for k, v in s.loss_fn.state_dict().items() if "projections" in k}
-        if projections:
-            torch.save(projections, tmp / "projections.pt")
     return run.final

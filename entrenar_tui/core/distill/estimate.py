@@ -73,8 +73,11 @@ def _student_arch(config: DistillConfig, teacher_model: Model):
 
 
 def estimate_distillation(
-    config: DistillConfig, measure_steps: int = 2, device: str = "cuda"
+    config: DistillConfig, measure_steps: int = 2, device: str | None = None
 ) -> DistillEstimate:
+    """`device` None: the config's, where `auto` means CUDA when present."""
+    if device is None:
+        device = config.device if config.device != "auto" else auto_device()
     teacher = Model.open(config.teacher.model_id)
     arch, cfg, params = _student_arch(config, teacher)
     t, lora = config.training, config.student.lora
@@ -167,3 +170,52 @@ def _measure(config: DistillConfig, result: DistillEstimate, steps: int) -> None
         result.notes.append(
             "set training.max_steps for a total time estimate (epochs depend on the corpus size)"
         )
+
+
+# ---------------------------------------------------------------- what `distill estimate` runs
+
+
+def auto_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def estimate_config(teacher, student, batch_size, sequence_length, config, overrides):
+    """The config `distill estimate` measures: `--config` with the options applied, or a teacher
+    alone with the default student (every third of its layers)."""
+    from ..errors import ConfigError
+    from .config import apply_overrides, load_config, parse_config
+
+    sets = list(overrides)
+    if batch_size:
+        sets.append(f"training.batch_size={batch_size}")
+    if sequence_length:
+        sets.append(f"dataset.max_length={sequence_length}")
+    if config:
+        if teacher:
+            sets.append(f"teacher.model_id={teacher}")
+        return load_config(config, sets)
+    if not teacher:
+        raise InvalidInputError(
+            "give --teacher T or --config F",
+            "e.g. entrenar distill estimate --teacher smollm2-135m --batch-size 4 --sequence-length 128",
+        )
+    if student:
+        student_part = {"model_id": student}
+    else:
+        layers = Model.open(teacher).arch.layers or 1
+        student_part = {"init_from_teacher": {"layers": list(range(0, layers, 3))}}
+    cfg, problems = parse_config(
+        apply_overrides(
+            {
+                "teacher": {"model_id": teacher},
+                "student": student_part,
+                "training": {"max_steps": 100},
+            },
+            sets,
+        )
+    )
+    if problems:
+        raise ConfigError(f"{problems[0].path}: {problems[0].message}", problems[0].hint)
+    return cfg

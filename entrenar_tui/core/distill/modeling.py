@@ -161,12 +161,6 @@ def student_from_teacher(teacher, layers: list[int]):
             f"could not copy teacher layers into the student (missing {missing[:3]}, unexpected {unexpected[:3]})",
             "report this with the teacher's model id",
         )
-    for i, block in enumerate(
-        _layer_list(student)[1]
-    ):  # keep per-layer indices consistent (KV cache)
-        attn = getattr(block, "self_attn", None)
-        if attn is not None and hasattr(attn, "layer_idx"):
-            attn.layer_idx = i
     if teacher.config.tie_word_embeddings:
         student.tie_weights()
     return student.to(next(teacher.parameters()).device, dtype=torch.float32)
