@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import InvalidInputError, UnsupportedError
-from .models.arch import ArchInfo
+from .models.arch import ArchInfo, count_or_none
 
 LLAMA_LIKE = ("llama", "mistral", "qwen2")
 FAMILIES = (*LLAMA_LIKE, "gpt2", "gpt_neox", "bert", "roberta", "t5")
@@ -107,6 +107,22 @@ class ModelShape:
         return [g for g in self.linear_groups if any(g.matches(t) for t in targets)]
 
 
+def _size(cfg: dict, key: str, default: int) -> int:
+    """A count from config.json, or transformers' default when it is missing or not a count."""
+    value = count_or_none(cfg.get(key))
+    return default if value is None else value
+
+
+def _fraction(cfg: dict, key: str, default: float) -> float:
+    """A probability or ratio in [0, 1] from config.json; anything else reads as the default."""
+    value = cfg.get(key, default)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        return default
+    return float(value)
+
+
 def _linear(path: str, n_in: int, n_out: int, count: int, bias: bool = False) -> ModuleGroup:
     return ModuleGroup(path, "linear", n_in, n_out, count, bias)
 
@@ -145,7 +161,7 @@ def _gpt2_groups(s: dict, cfg: dict) -> list[ModuleGroup]:
     h, n, i, v = s["hidden"], s["layers"], s["intermediate"], s["vocab"]
     groups = [
         _outside("transformer.wte", "embedding", v, h),
-        _outside("transformer.wpe", "embedding", int(cfg.get("n_positions", 1024)), h),
+        _outside("transformer.wpe", "embedding", _size(cfg, "n_positions", 1024), h),
         _norm("ln_1", h, n, True),
         _linear("attn.c_attn", h, 3 * h, n, True),
         _linear("attn.c_proj", h, h, n, True),
@@ -181,11 +197,11 @@ def _bert_groups(s: dict, cfg: dict, family: str) -> list[ModuleGroup]:
         _outside(
             "embeddings.position_embeddings",
             "embedding",
-            int(cfg.get("max_position_embeddings", 512)),
+            _size(cfg, "max_position_embeddings", 512),
             h,
         ),
         _outside(
-            "embeddings.token_type_embeddings", "embedding", int(cfg.get("type_vocab_size", 2)), h
+            "embeddings.token_type_embeddings", "embedding", _size(cfg, "type_vocab_size", 2), h
         ),
         _norm("embeddings.LayerNorm", h, 1, True, in_blocks=False),
         _linear("attention.self.query", h, h, n, True),
@@ -240,7 +256,7 @@ def _t5_stack(prefix: str, s: dict, n: int, cross: bool, buckets: int) -> list[M
 
 
 def _t5_groups(s: dict, cfg: dict) -> list[ModuleGroup]:
-    buckets = int(cfg.get("relative_attention_num_buckets", 32))
+    buckets = _size(cfg, "relative_attention_num_buckets", 32)
     groups = [_outside("shared", "embedding", s["vocab"], s["hidden"])]
     groups += _t5_stack("encoder", s, s["layers"], False, buckets)
     groups += _t5_stack("decoder", s, s["decoder_layers"], True, buckets)
@@ -267,7 +283,7 @@ def _dropouts(family: str, cfg: dict) -> dict:
         keys = {name: ("dropout_rate", 0.1) for name in ("attention", "hidden", "embedding")}
     else:
         keys = {"attention": ("attention_dropout", 0.0)}
-    return {name: float(cfg.get(key, default) or 0.0) for name, (key, default) in keys.items()}
+    return {name: _fraction(cfg, key, default) for name, (key, default) in keys.items()}
 
 
 def _required(arch: ArchInfo) -> dict:
@@ -320,19 +336,22 @@ def model_shape(arch: ArchInfo, config: dict | None = None) -> ModelShape:
     if family in LLAMA_LIKE:
         rope = s["head_dim"]
     elif family == "gpt_neox":
-        factor = (cfg.get("rope_parameters") or {}).get(
-            "partial_rotary_factor", cfg.get("rotary_pct", 0.25)
-        )
+        rope_parameters = cfg.get("rope_parameters")
+        factor = _fraction(cfg, "rotary_pct", 0.25)
+        if isinstance(rope_parameters, dict):
+            factor = _fraction(rope_parameters, "partial_rotary_factor", factor)
         rope = int(s["head_dim"] * factor)
     options = {
         "parallel_residual": bool(cfg.get("use_parallel_residual", True)),
         "gelu_saves": 4 if str(cfg.get("activation_function", "gelu_new")) == "gelu_new" else 1,
-        "max_positions": int(cfg.get("max_position_embeddings", 512)),
+        "max_positions": _size(cfg, "max_position_embeddings", 512),
         "loss_bytes": 4 if family not in ("bert", "roberta", "t5") else 0,  # 0: the compute dtype
         "read_as": cfg.get("read_as"),  # the model_type a LLaMA reading stands in for
     }
     dropout = _dropouts(family, cfg)
-    return ModelShape(family=family, groups=tuple(groups), dropout=dropout, rope_dim=rope, options=options, **s)  # fmt: skip
+    return ModelShape(
+        family=family, groups=tuple(groups), dropout=dropout, rope_dim=rope, options=options, **s
+    )
 
 
 def count_parameters(arch: ArchInfo, config: dict | None = None) -> int:

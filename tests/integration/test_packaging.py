@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,8 +15,14 @@ ROOT = Path(__file__).parents[2]
 
 @pytest.mark.slow
 def test_wheel_contains_the_styles_and_examples(tmp_path):
+    source = tmp_path / "src"  # setuptools writes build/ beside the sources: not in the checkout
+    shutil.copytree(
+        ROOT / "entrenar_tui", source / "entrenar_tui", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation"]
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
         + ["-q", "-w", str(tmp_path)],
         capture_output=True,
         text=True,

@@ -20,8 +20,9 @@ from entrenar_tui.core.errors import CorruptFileError
 from entrenar_tui.core.models.safetensors_format import read_header
 from entrenar_tui.core.models.tensors import DTYPE_BYTES
 
-FUZZ = settings(max_examples=50, deadline=5000, database=None,
-                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+FUZZ = settings(
+    max_examples=50, deadline=5000, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,13 @@ def build(header: dict, data_len: int) -> bytes:
 def valid_files(draw) -> bytes:
     """A well-formed file: contiguous tensors of random dtype and shape."""
     header, offset = {}, 0
-    names = draw(st.lists(st.text(min_size=1, max_size=8).filter(lambda n: n != "__metadata__"), max_size=5, unique=True))  # fmt: skip
+    names = draw(
+        st.lists(
+            st.text(min_size=1, max_size=8).filter(lambda n: n != "__metadata__"),
+            max_size=5,
+            unique=True,
+        )
+    )
     for name in names:
         dtype = draw(st.sampled_from(sorted(DTYPE_BYTES)))
         shape = draw(st.lists(st.integers(0, 4), max_size=3))
@@ -64,23 +71,41 @@ def valid_files(draw) -> bytes:
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
     if draw(st.booleans()):
-        header["__metadata__"] = draw(st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2))  # fmt: skip
+        header["__metadata__"] = draw(
+            st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)
+        )
     return build(header, offset)
 
 
-_JSON_LEAVES = st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=6)  # fmt: skip
-_ANY_JSON = st.recursive(_JSON_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=10)  # fmt: skip
+_JSON_LEAVES = (
+    st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=6)
+)
+_ANY_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
 _ENTRY = st.fixed_dictionaries(
     {
         "dtype": st.sampled_from([*DTYPE_BYTES, "F7", "f32", ""]) | _JSON_LEAVES,
-        "shape": st.lists(st.integers(-1, 5) | st.booleans() | st.floats(0, 4), max_size=3) | _ANY_JSON,
-        "data_offsets": st.lists(st.integers(-2, 40) | st.booleans(), min_size=0, max_size=3) | _ANY_JSON,
+        "shape": st.lists(st.integers(-1, 5) | st.booleans() | st.floats(0, 4), max_size=3)
+        | _ANY_JSON,
+        "data_offsets": st.lists(st.integers(-2, 40) | st.booleans(), min_size=0, max_size=3)
+        | _ANY_JSON,
     }
-)  # fmt: skip
+)
 
 
-@given(st.binary(max_size=300) | st.builds(lambda body, n: struct.pack("<Q", n) + body,
-                                           st.binary(max_size=200), st.integers(0, 2**64 - 1)))  # fmt: skip
+@given(
+    st.binary(max_size=300)
+    | st.builds(
+        lambda body, n: struct.pack("<Q", n) + body,
+        st.binary(max_size=200),
+        st.integers(0, 2**64 - 1),
+    )
+)
 @FUZZ
 def test_random_bytes(scratch, blob):
     check(scratch, blob)

@@ -35,12 +35,25 @@ INLINE_LIMIT_BYTES = 16 * 1024 * 1024  # "auto" keeps models up to this size in 
 
 # numpy views of raw bytes; bfloat16 and float8 have no numpy type, so they stay as bits.
 RAW_NUMPY: dict[str, type] = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-    "F8_E4M3": np.uint8, "F8_E5M2": np.uint8, "I64": np.int64, "I32": np.int32, "I16": np.int16,
-    "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "F8_E4M3": np.uint8,
+    "F8_E5M2": np.uint8,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U64": np.uint64,
+    "U32": np.uint32,
+    "U16": np.uint16,
+    "U8": np.uint8,
     "BOOL": np.bool_,
-}  # fmt: skip
+}
 
+MAX_DIMS = 64  # numpy's limit on dimensions
+MAX_ELEMENTS = 1 << 62  # numpy indexes with int64; bytes must fit too
 _HINT = "the .apr file is damaged or was not written by entrenar; convert the model again"
 
 
@@ -169,8 +182,8 @@ def _load_document(path: Path) -> dict:
             doc = json.loads(f.read().decode("utf-8"))
     except OSError as exc:
         raise CorruptFileError(f"{path}: cannot read ({exc.strerror})", "check the path") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(path, f"not a JSON document ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, 5000-digit ints, nesting
+        raise _fail(path, f"not a JSON document ({type(exc).__name__}: {str(exc)[:120]})") from exc
     if not isinstance(doc, dict) or doc.get("format") != "apr":
         raise _fail(path, 'not an APR document (no "format": "apr")')
     version = doc.get("version")
@@ -206,10 +219,12 @@ def _check_entry(path: Path, entry: object, inline: bool) -> tuple[str, str, tup
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise _fail(path, f"tensor entry {str(entry)[:60]!r} has no name")
     name, dtype, shape = entry["name"], entry.get("dtype"), entry.get("shape")
-    if dtype not in DTYPE_BYTES:
-        raise _fail(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise _fail(path, f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
-        raise _fail(path, f"tensor {name!r} has invalid shape {shape!r}")
+        raise _fail(path, f"tensor {name!r} has invalid shape {str(shape)[:80]}")
+    if len(shape) > MAX_DIMS or math.prod(shape) >= MAX_ELEMENTS:
+        raise _fail(path, f"tensor {name!r} has shape {str(shape)[:80]}, which numpy cannot hold")
     nbytes = int(math.prod(shape) * DTYPE_BYTES[dtype])
     if entry.get("nbytes") != nbytes:
         raise _fail(

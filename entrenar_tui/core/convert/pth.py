@@ -17,11 +17,22 @@ from .apr import RAW_NUMPY, TensorSource, sha256_of
 
 # safetensors dtype name -> torch dtype attribute name
 TORCH_NAMES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
     "BOOL": "bool",
-}  # fmt: skip
+}
 DTYPE_OF_TORCH = {v: k for k, v in TORCH_NAMES.items()}
 # torch dtypes numpy cannot hold: moved through a same-width integer view
 _BIT_VIEWS = {

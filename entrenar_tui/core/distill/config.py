@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,26 +251,24 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                     f"--set {key}: {part} is not a section", "set a leaf key, not inside a value"
                 )
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
     return data
 
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             f"cannot read config {path} ({exc.strerror})",
             "check the path; `entrenar distill init` writes a starter config",
         ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{path} is not valid YAML{where}",
-            "check indentation and colons; YAML needs spaces, not tabs",
+            f"{path} is not UTF-8 text (byte {exc.start})", "save the config as UTF-8"
         ) from exc
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -278,6 +277,84 @@ def load_yaml(path: str | Path) -> dict:
             "start with keys like teacher:, student:, training:",
         )
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]|\\U0000[dD][89a-fA-F]")
+MAX_YAML_VALUES = 100_000  # values once aliases are expanded; a config holds a few hundred
+MAX_YAML_DEPTH = 64  # nesting: the schema is 4 levels deep; deeper input is not a config
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses alias bombs and deep nesting before anything is built.
+
+    Each `*ref` shares its anchor's node, so a few lines of aliases can stand for 10^9 values
+    that pydantic would validate and `model_dump()` expand (billion laughs). Every composed
+    node records how many values it expands to; nesting is counted on the way down, so
+    neither the loader nor pydantic recurse without bound."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlLimit(f"is nested more than {MAX_YAML_DEPTH} levels deep")
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if not hasattr(node, "expanded"):  # an alias returns its anchor, already counted
+            node.expanded = 1 + sum(_expanded(child) for child in _children(node))
+            if node.expanded > MAX_YAML_VALUES:
+                raise _YamlLimit(f"expands to over {MAX_YAML_VALUES:,} values (aliases?)")
+        return node
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _expanded(node) -> int:
+    return getattr(node, "expanded", 1)
+
+
+class _YamlLimit(Exception):
+    """A document the bounded loader refuses to build."""
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> data, every failure a ConfigError naming `where` (a file or a --set).
+
+    Beyond syntax errors, PyYAML's constructors raise plain ValueError/KeyError/TypeError for
+    values such as `!!bool 'x'`, `!!timestamp 'x'` or integers over 4,300 digits."""
+    if _SURROGATE_ESCAPE.search(text):
+        raise ConfigError(
+            f"{where}: a \\u escape names a UTF-16 surrogate, which is not a character",
+            "write the character itself (the file is UTF-8)",
+        )
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}"[:300],
+            "check indentation and colons; YAML needs spaces, not tabs",
+        ) from exc
+    except _YamlLimit as exc:
+        raise ConfigError(
+            f"{where}: YAML {exc}", "write the values out; configs need no deep structure"
+        ) from exc
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        raise ConfigError(
+            f"{where}: a YAML value cannot be read ({type(exc).__name__}: {str(exc)[:120]})",
+            "quote strings and drop explicit tags such as !!bool or !!timestamp",
+        ) from exc
 
 
 def parse_config(data: dict) -> tuple[DistillConfig | None, list[Problem]]:

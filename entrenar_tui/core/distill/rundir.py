@@ -101,7 +101,14 @@ class RunDir:
                 f"{self.path} is not a run directory (no config.yaml)",
                 "pass the folder that `distill run` created",
             )
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        from .config import load_yaml  # the hardened reader: YAML errors, bombs, bad bytes
+
+        data = load_yaml(path)
+        if not isinstance(data, dict):
+            raise InvalidInputError(
+                f"{path} does not hold a config (a YAML mapping)", "start a new run instead"
+            )
+        return data
 
     # -------------------------------------------------------------- status
     def status(self) -> dict:
@@ -169,6 +176,8 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return
+        if not path.is_file():
+            raise InvalidInputError(f"{path} is not a file", "move it away and resume again")
         keep = [r for r in self.metric_records() if r.get("step", 0) <= step]
         write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
 
@@ -193,7 +202,7 @@ class RunDir:
         return self.checkpoints / f"step-{step:06d}"
 
     def latest_checkpoint(self) -> Path | None:
-        if not self.checkpoints.exists():
+        if not self.checkpoints.is_dir():
             return None
         done = sorted(
             p

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsupportedError
 from ..models import Model, ModelSource, resolve
 from ..models.resolve import PACKAGED, packaged_path
 from ..models.safetensors_format import LFS_POINTER_PREFIX, read_header
@@ -29,8 +29,20 @@ from .validate_scan import SCANNABLE, ValueCounts, scan_array, scan_bytes, scan_
 
 MAX_PER_CODE = 50  # beyond this, one summary line per code instead of thousands of lines
 _JSON_FILES = ("config.json", "model.safetensors.index.json", "adapter_config.json")
-_WEIGHT_PATTERNS = {"safetensors": ("*.safetensors",), "gguf": ("*.gguf",), "pth": ("*.bin", "*.pth", "*.pt")}  # fmt: skip
-_SUFFIX_KINDS = {".safetensors": "safetensors", ".gguf": "gguf", ".pth": "pth", ".pt": "pth", ".bin": "pth", ".apr": "apr", ".json": "config"}  # fmt: skip
+_WEIGHT_PATTERNS = {
+    "safetensors": ("*.safetensors",),
+    "gguf": ("*.gguf",),
+    "pth": ("*.bin", "*.pth", "*.pt"),
+}
+_SUFFIX_KINDS = {
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".pth": "pth",
+    ".pt": "pth",
+    ".bin": "pth",
+    ".apr": "apr",
+    ".json": "config",
+}
 _HINTS = {
     "nan": "the weights are corrupt or training diverged; re-download them or use an earlier checkpoint",
     "inf": "the weights overflowed (often an fp16 export); re-export in bf16/fp32 or use an earlier checkpoint",
@@ -102,8 +114,15 @@ class _Findings:
         self.problems: list[Problem] = []
         self.seen: Counter = Counter()
 
-    def add(self, severity: str, code: str, message: str, hint: str | None = None,
-            tensor: str | None = None, file: Path | str | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        severity: str,
+        code: str,
+        message: str,
+        hint: str | None = None,
+        tensor: str | None = None,
+        file: Path | str | None = None,
+    ) -> None:
         self.seen[(severity, code)] += 1
         if self.seen[(severity, code)] <= MAX_PER_CODE:
             hint = _HINTS.get(code, "") if hint is None else hint
@@ -173,7 +192,11 @@ def _open_source(ref: str, findings: _Findings) -> ModelSource | None:
     path = _local_path(ref)
     if path is not None:
         folder = path if path.is_dir() else path.parent
-        broken = [(f, p) for f in (folder / n for n in _JSON_FILES) if f.is_file() and (p := _json_problem(f))]  # fmt: skip
+        broken = [
+            (f, p)
+            for f in (folder / n for n in _JSON_FILES)
+            if f.is_file() and (p := _json_problem(f))
+        ]
         for file, (code, message) in broken:
             findings.add("error", code, message, file=file)
         if broken:
@@ -219,7 +242,9 @@ def _check_safetensors(source: ModelSource, report: ValidationReport, findings: 
     tensors = [t for header in headers.values() for t in header.tensors]
     for name, count in Counter(t.name for t in tensors).items():
         if count > 1:
-            findings.add("error", "duplicate_tensor", f"tensor is defined in {count} files", tensor=name)  # fmt: skip
+            findings.add(
+                "error", "duplicate_tensor", f"tensor is defined in {count} files", tensor=name
+            )
     for file, header in headers.items():
         _scan_mapped(file, header.tensors, report, findings)
     return tensors, _config_arch(source, findings)
@@ -233,15 +258,29 @@ def _check_index(source: ModelSource, headers: dict, findings: _Findings) -> Non
     for name, shard in weight_map.items():
         names = held.get(folder / shard)
         if names is not None and name not in names:
-            findings.add("error", "missing_tensor", f"the index puts it in {shard}, which lacks it", tensor=name, file=folder / shard)  # fmt: skip
+            findings.add(
+                "error",
+                "missing_tensor",
+                f"the index puts it in {shard}, which lacks it",
+                tensor=name,
+                file=folder / shard,
+            )
     for file, names in held.items():
         for name in sorted(names - weight_map.keys()):
-            findings.add("warning", "unindexed_tensor", f"{file.name} holds it but the index does not list it", tensor=name, file=file)  # fmt: skip
+            findings.add(
+                "warning",
+                "unindexed_tensor",
+                f"{file.name} holds it but the index does not list it",
+                tensor=name,
+                file=file,
+            )
 
 
 def _scan_mapped(file: Path, tensors: list[TensorInfo], report, findings: _Findings) -> None:
     """Scan one file's float tensors from a read-only memory map, in file order."""
-    wanted = sorted((t for t in tensors if t.dtype in SCANNABLE and t.nbytes), key=lambda t: t.offset)  # fmt: skip
+    wanted = sorted(
+        (t for t in tensors if t.dtype in SCANNABLE and t.nbytes), key=lambda t: t.offset
+    )
     if not wanted:
         return
     with open(file, "rb") as handle:
@@ -265,8 +304,13 @@ def _lfs_pointer(file: Path, findings: _Findings) -> bool:
     with open(file, "rb") as handle:
         is_pointer = handle.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
     if is_pointer:
-        findings.add("error", "lfs_pointer", f"{file.name} is a Git-LFS pointer, not the weights",
-                     "run `git lfs pull` in its repository (or download the file itself)", file=file)  # fmt: skip
+        findings.add(
+            "error",
+            "lfs_pointer",
+            f"{file.name} is a Git-LFS pointer, not the weights",
+            "run `git lfs pull` in its repository (or download the file itself)",
+            file=file,
+        )
     return is_pointer
 
 
@@ -296,9 +340,23 @@ def _check_gguf_layout(tensors: list[TensorInfo], file: Path, findings: _Finding
     size, end, previous = file.stat().st_size, 0, None
     for t in sorted(tensors, key=lambda t: t.offset):
         if t.offset < end:
-            findings.add("error", "overlap", f"tensor data overlaps {previous}", "the file is corrupt", tensor=t.name, file=file)  # fmt: skip
+            findings.add(
+                "error",
+                "overlap",
+                f"tensor data overlaps {previous}",
+                "the file is corrupt",
+                tensor=t.name,
+                file=file,
+            )
         if t.offset + t.nbytes > size:
-            findings.add("error", "truncated", f"tensor data ends past the end of the {size}-byte file", "the file is truncated; download it again", tensor=t.name, file=file)  # fmt: skip
+            findings.add(
+                "error",
+                "truncated",
+                f"tensor data ends past the end of the {size}-byte file",
+                "the file is truncated; download it again",
+                tensor=t.name,
+                file=file,
+            )
         end, previous = max(end, t.offset + t.nbytes), t.name
 
 
@@ -314,7 +372,7 @@ def _check_via_model(source: ModelSource, report: ValidationReport, findings: _F
     model = Model(source)
     try:
         tensors = model.tensors
-    except CorruptFileError as exc:
+    except (CorruptFileError, UnsupportedError) as exc:
         findings.corrupt(exc, source.weight_files[0], f"bad_{source.kind}")
         return [], None
     for info in tensors:
@@ -333,16 +391,22 @@ _CHECKERS = {"safetensors": _check_safetensors, "adapter": _check_safetensors, "
 def _judge(t: TensorInfo, counts: ValueCounts, findings: _Findings) -> None:
     file = t.file
     if counts.nan:
-        findings.add("error", "nan", f"{counts.nan} NaN values of {counts.numel}", tensor=t.name, file=file)  # fmt: skip
+        findings.add(
+            "error", "nan", f"{counts.nan} NaN values of {counts.numel}", tensor=t.name, file=file
+        )
     if counts.inf:
-        findings.add("error", "inf", f"{counts.inf} Inf values of {counts.numel}", tensor=t.name, file=file)  # fmt: skip
+        findings.add(
+            "error", "inf", f"{counts.inf} Inf values of {counts.numel}", tensor=t.name, file=file
+        )
     if counts.all_zero and not t.name.endswith("bias"):
         # Zero is every bias's initial value and many trained ones keep it (MiniLM's pooler):
         # not reported. A zero norm scale or untrained LoRA B is suspect (warning); a zero
         # weight matrix is a failed save or conversion (error).
         matrix = len(t.shape) >= 2 and min(t.shape) > 1 and t.name.endswith("weight")
         severity = "error" if matrix and "lora_B" not in t.name else "warning"
-        findings.add(severity, "all_zero", f"all {counts.numel} values are zero", tensor=t.name, file=file)  # fmt: skip
+        findings.add(
+            severity, "all_zero", f"all {counts.numel} values are zero", tensor=t.name, file=file
+        )
 
 
 def _check_dtypes(tensors: list[TensorInfo], kind: str, findings: _Findings) -> None:

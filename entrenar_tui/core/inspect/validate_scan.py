@@ -133,6 +133,8 @@ _NUMPY_NAMES = {
 def scan_array(values: np.ndarray) -> ValueCounts:
     """Scan a float64/32/16 numpy array (dequantised GGUF, PyTorch state dicts)."""
     values = np.ascontiguousarray(values)
+    if not values.dtype.isnative:  # big-endian GGUF data
+        values = values.astype(values.dtype.newbyteorder("="))
     name = _NUMPY_NAMES.get(values.dtype)
     if name is None:
         raise TypeError(f"cannot scan a {values.dtype} array")
@@ -144,9 +146,17 @@ def scan_array(values: np.ndarray) -> ValueCounts:
 # when a scale of its block is: screening the scales reads 2-4 bytes per block instead of
 # dequantising (gguf-py's numpy dequantiser runs at tens of MB/s).
 _GGUF_SCALES = {
-    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
-    "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
-}  # fmt: skip
+    "Q4_0": (0,),
+    "Q4_1": (0, 2),
+    "Q5_0": (0,),
+    "Q5_1": (0, 2),
+    "Q8_0": (0,),
+    "Q2_K": (80, 82),
+    "Q3_K": (108,),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
+}
 _GGUF_INTEGERS = {"I8", "I16", "I32", "I64"}
 
 

@@ -46,28 +46,60 @@ def _rules(a: ArchInfo) -> list[tuple[re.Pattern, tuple[int | None, ...], str]]:
     q_rows, kv_rows = _times(a.heads, a.head_dim), _times(a.kv_heads, a.head_dim)
     qkv_rows = _times(3, q_rows)
     table = [
-        (r"(^|\.)(embed_tokens|wte|embed_in|word_embeddings|shared|token_embd)\.weight$",
-         (vocab, hidden), "vocab_size x hidden_size"),
-        (r"((^|\.)lm_head|(^|\.)embed_out|^output)\.weight$", (vocab, hidden), "vocab_size x hidden_size"),
-        (r"(^|\.)(wpe|position_embeddings)\.weight$", (a.max_positions, hidden),
-         "max_position_embeddings x hidden_size"),
-        (r"(q_proj|attention\.self\.query|Attention\.q|attn_q)\.weight$", (q_rows, hidden),
-         "num_attention_heads x head_dim by hidden_size"),
-        (r"(k_proj|v_proj|attn_k|attn_v)\.weight$", (kv_rows, hidden),
-         "num_key_value_heads x head_dim by hidden_size"),
-        (r"(attention\.self\.(key|value)|Attention\.[kv])\.weight$", (q_rows, hidden),
-         "num_attention_heads x head_dim by hidden_size"),
-        (r"(o_proj|attn_output|attention\.output\.dense|attention\.dense|Attention\.o)\.weight$",
-         (hidden, q_rows), "hidden_size by num_attention_heads x head_dim"),
+        (
+            r"(^|\.)(embed_tokens|wte|embed_in|word_embeddings|shared|token_embd)\.weight$",
+            (vocab, hidden),
+            "vocab_size x hidden_size",
+        ),
+        (
+            r"((^|\.)lm_head|(^|\.)embed_out|^output)\.weight$",
+            (vocab, hidden),
+            "vocab_size x hidden_size",
+        ),
+        (
+            r"(^|\.)(wpe|position_embeddings)\.weight$",
+            (a.max_positions, hidden),
+            "max_position_embeddings x hidden_size",
+        ),
+        (
+            r"(q_proj|attention\.self\.query|Attention\.q|attn_q)\.weight$",
+            (q_rows, hidden),
+            "num_attention_heads x head_dim by hidden_size",
+        ),
+        (
+            r"(k_proj|v_proj|attn_k|attn_v)\.weight$",
+            (kv_rows, hidden),
+            "num_key_value_heads x head_dim by hidden_size",
+        ),
+        (
+            r"(attention\.self\.(key|value)|Attention\.[kv])\.weight$",
+            (q_rows, hidden),
+            "num_attention_heads x head_dim by hidden_size",
+        ),
+        (
+            r"(o_proj|attn_output|attention\.output\.dense|attention\.dense|Attention\.o)\.weight$",
+            (hidden, q_rows),
+            "hidden_size by num_attention_heads x head_dim",
+        ),
         (r"q_proj\.bias$", (q_rows,), "num_attention_heads x head_dim"),
         (r"(k_proj|v_proj)\.bias$", (kv_rows,), "num_key_value_heads x head_dim"),
-        (r"attention\.query_key_value\.weight$", (qkv_rows, hidden), "3 x hidden_size by hidden_size"),
+        (
+            r"attention\.query_key_value\.weight$",
+            (qkv_rows, hidden),
+            "3 x hidden_size by hidden_size",
+        ),
         (r"attn\.c_attn\.weight$", (hidden, qkv_rows), "hidden_size by 3 x hidden_size (Conv1D)"),
         (r"attn\.c_proj\.weight$", (q_rows, hidden), "hidden_size by hidden_size (Conv1D)"),
-        (r"(gate_proj|up_proj|ffn_gate|ffn_up|intermediate\.dense|dense_h_to_4h|DenseReluDense\.wi(_0|_1)?)\.weight$",
-         (inner, hidden), "intermediate_size by hidden_size"),
-        (r"(down_proj|ffn_down|dense_4h_to_h|DenseReluDense\.wo|layer\.\d+\.output\.dense)\.weight$",
-         (hidden, inner), "hidden_size by intermediate_size"),
+        (
+            r"(gate_proj|up_proj|ffn_gate|ffn_up|intermediate\.dense|dense_h_to_4h|DenseReluDense\.wi(_0|_1)?)\.weight$",
+            (inner, hidden),
+            "intermediate_size by hidden_size",
+        ),
+        (
+            r"(down_proj|ffn_down|dense_4h_to_h|DenseReluDense\.wo|layer\.\d+\.output\.dense)\.weight$",
+            (hidden, inner),
+            "hidden_size by intermediate_size",
+        ),
         (r"mlp\.c_fc\.weight$", (hidden, inner), "hidden_size by intermediate_size (Conv1D)"),
         (r"mlp\.c_proj\.weight$", (inner, hidden), "intermediate_size by hidden_size (Conv1D)"),
         (r"(c_attn|query_key_value)\.bias$", (qkv_rows,), "3 x hidden_size"),
@@ -76,7 +108,7 @@ def _rules(a: ArchInfo) -> list[tuple[re.Pattern, tuple[int | None, ...], str]]:
         (r"(c_proj|dense_4h_to_h|attention\.dense|output\.dense)\.bias$", (hidden,), "hidden_size"),
         (r"(cls\.predictions|(^|\.)lm_head)\.bias$", (vocab,), "vocab_size"),
         (_NORMS + r"\.(weight|bias)$", (hidden,), "hidden_size"),
-    ]  # fmt: skip
+    ]
     return [(re.compile(pattern), shape, what) for pattern, shape, what in table]
 
 
@@ -84,12 +116,22 @@ def check_config(a: ArchInfo, config: dict | None) -> list[ShapeIssue]:
     """Facts that contradict each other inside the config itself."""
     issues = []
     if a.heads and a.kv_heads and a.heads % a.kv_heads:
-        issues.append(ShapeIssue("config_inconsistent", None,
-                                 f"num_attention_heads {a.heads} is not a multiple of num_key_value_heads {a.kv_heads}"))  # fmt: skip
+        issues.append(
+            ShapeIssue(
+                "config_inconsistent",
+                None,
+                f"num_attention_heads {a.heads} is not a multiple of num_key_value_heads {a.kv_heads}",
+            )
+        )
     explicit_head_dim = config and (config.get("head_dim") or config.get("d_kv"))
     if not explicit_head_dim and a.heads and a.hidden_size and a.hidden_size % a.heads:
-        issues.append(ShapeIssue("config_inconsistent", None,
-                                 f"hidden_size {a.hidden_size} is not a multiple of num_attention_heads {a.heads}"))  # fmt: skip
+        issues.append(
+            ShapeIssue(
+                "config_inconsistent",
+                None,
+                f"hidden_size {a.hidden_size} is not a multiple of num_attention_heads {a.heads}",
+            )
+        )
     return issues
 
 
@@ -102,8 +144,13 @@ def check_shapes(tensors: Iterable[TensorInfo], a: ArchInfo) -> list[ShapeIssue]
             if not pattern.search(t.name):
                 continue
             if None not in expected and tuple(t.shape) != expected:
-                issues.append(ShapeIssue("shape_vs_config", t.name,
-                                         f"shape {list(t.shape)} but the config implies {list(expected)} ({what})"))  # fmt: skip
+                issues.append(
+                    ShapeIssue(
+                        "shape_vs_config",
+                        t.name,
+                        f"shape {list(t.shape)} but the config implies {list(expected)} ({what})",
+                    )
+                )
             break
     return issues
 
@@ -136,12 +183,17 @@ def check_layers(tensors: list[TensorInfo], a: ArchInfo) -> list[ShapeIssue]:
     issues = []
     for stack, count in wanted.items():
         present = stacks[stack]
-        missing, extra = set(range(count)) - present, {i for i in present if i >= count}
+        # a corrupt config may claim 2^40 layers: list the first missing indices, not all
+        listed = min(count, len(present) + 64)
+        missing, extra = set(range(listed)) - present, {i for i in present if i >= count}
         if missing or extra:
             found = f"missing {_describe(missing)}" if missing else ""
             found += ("; " if missing and extra else "") + (
                 f"extra {_describe(extra)}" if extra else ""
             )
-            issues.append(ShapeIssue("layer_count", None,
-                                     f"config says {count} layers but {stack}.N has {found}"))  # fmt: skip
+            issues.append(
+                ShapeIssue(
+                    "layer_count", None, f"config says {count} layers but {stack}.N has {found}"
+                )
+            )
     return issues

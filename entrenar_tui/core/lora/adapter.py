@@ -372,4 +372,5 @@ def read_adapter(path: str | Path) -> Adapter:
 
 def _natural_key(name: str) -> list:
     """Sort layer 10 after layer 9."""
-    return [int(p) if p.isdigit() else p for p in name.split(".")]
+    # (kind, number, text): a number and a word at the same depth must still compare
+    return [(0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p) for p in name.split(".")]

@@ -6,7 +6,11 @@ an `ArchInfo`, so where the facts came from is decided once, here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+# A width, count or vocabulary beyond this is a corrupt header, not a model: 2^40 is a
+# thousand times any real value, and keeps arithmetic on it (sets, products) bounded.
+MAX_COUNT = 1 << 40
 
 # model_type -> family shown to users
 FAMILIES = {
@@ -50,14 +54,30 @@ class ArchInfo:
     source: str = "config"  # "config", "tensors" or "gguf"
     inferred: list[str] = field(default_factory=list)  # fields guessed by a heuristic, not read
 
+    def __post_init__(self) -> None:
+        """config.json and GGUF metadata are untrusted: a string, list or 2^64 in a count
+        field becomes unknown (None) here, before any consumer does arithmetic with it."""
+        for spec in fields(self):
+            if spec.type == "int | None":
+                setattr(self, spec.name, count_or_none(getattr(self, spec.name)))
+        if not isinstance(self.inferred, list):
+            self.inferred = []
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def count_or_none(value: object) -> int | None:
+    """A plain non-negative integer up to MAX_COUNT, else None (bools, floats, strings...)."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    return None
 
 
 def _first(config: dict, names: tuple[str, ...]) -> int | None:
     for key in names:
         if config.get(key) is not None:
-            return config[key]
+            return count_or_none(config[key])
     return None
 
 
@@ -68,6 +88,8 @@ def _tied_default(model_type: str) -> bool:
 
 def from_config(config: dict) -> ArchInfo:
     """ArchInfo from a transformers config.json dict."""
+    if not isinstance(config, dict):
+        config = {}
     model_type = str(config.get("model_type", "unknown"))
     values = {field: _first(config, keys) for field, keys in _KEYS.items()}
     heads, hidden = values["heads"], values["hidden_size"]
@@ -79,7 +101,7 @@ def from_config(config: dict) -> ArchInfo:
         and model_type in {"gpt2", "gpt_neox"}
     ):
         values["intermediate_size"] = 4 * hidden
-    head_dim = config.get("head_dim") or config.get("d_kv")
+    head_dim = count_or_none(config.get("head_dim")) or count_or_none(config.get("d_kv"))
     if head_dim is None and heads and hidden:
         head_dim = hidden // heads
     tied = config.get("tie_word_embeddings")

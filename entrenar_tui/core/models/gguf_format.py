@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsupportedError
 from .arch import FAMILIES, ArchInfo
 from .tensors import TensorInfo
 
@@ -19,6 +20,20 @@ _BULKY = (
     "tokenizer.ggml.merges",
     "tokenizer.ggml.scores",
 )
+
+
+_PLAIN_TYPES = {"F32", "F16", "F64", "I8", "I16", "I32", "I64"}
+
+
+@lru_cache(maxsize=1)
+def _readable_types() -> frozenset:
+    """GGML types gguf-py can dequantise (its numpy kernels), plus the plain integer types."""
+    import gguf
+    from gguf.quants import _type_traits
+
+    Q = gguf.GGMLQuantizationType
+    plain = {Q.F32, Q.F16, Q.BF16, Q.F64, Q.I8, Q.I16, Q.I32, Q.I64}
+    return frozenset(plain | set(_type_traits))
 
 
 @dataclass
@@ -40,8 +55,12 @@ def _fast_reader_class():
             plain = self.__dict__.get("_plain")
             if plain is None:
                 plain = self.__dict__["_plain"] = self.data.view(np.ndarray)
-            dt = np.dtype(dtype)
-            arr = plain[offset : offset + dt.itemsize * int(count)].view(dt)
+            dt, count = np.dtype(dtype), int(count)
+            if offset < 0 or count < 0 or offset + dt.itemsize * count > len(plain):
+                # gguf-py slices past the end and gets a short array; a count of 2^63 then
+                # walks an array past EOF for ever. A claim the file cannot hold is corrupt.
+                raise ValueError(f"{count} x {dt} at byte {offset} runs past the end of the file")
+            arr = plain[offset : offset + dt.itemsize * count].view(dt)
             order = self.byte_order if override_order is None else override_order
             return arr.view(arr.dtype.newbyteorder(order))
 
@@ -52,16 +71,16 @@ def _fast_reader_class():
 def _open_cached(path: Path, mtime: float) -> GGUFFile:
     try:
         reader = _fast_reader_class()(path, "r")
-    except (ValueError, OSError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        metadata = _metadata(reader)
+    except MemoryError:
+        raise
+    except Exception as exc:  # gguf-py raises what numpy and enum raise on bad bytes
         raise CorruptFileError(
-            f"{path}: not a readable GGUF file ({exc})",
+            f"{path}: not a readable GGUF file ({type(exc).__name__}: {str(exc)[:160]})",
             "the file is corrupt or truncated; download it again",
         ) from exc
-    metadata = {}
-    for key, fld in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        metadata[key] = f"<{len(fld.data)} entries>" if key in _BULKY else fld.contents()
+    for t in reader.tensors:
+        _check_tensor(path, t)
     tensors = [
         TensorInfo(
             name=t.name,
@@ -78,6 +97,43 @@ def _open_cached(path: Path, mtime: float) -> GGUFFile:
     return GGUFFile(path, tensors, metadata, reader)
 
 
+def _metadata(reader) -> dict:
+    """Key -> value; strings are decoded strictly (invalid UTF-8 is a corrupt file)."""
+    metadata = {}
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        metadata[key] = f"<{len(fld.data)} entries>" if key in _BULKY else fld.contents()
+    return metadata
+
+
+def _check_tensor(path: Path, tensor) -> None:
+    """Types this reader can dequantise, and shapes numpy can hold (gguf-py checks neither)."""
+    import gguf
+
+    kind = tensor.tensor_type
+    if kind not in _readable_types():
+        raise UnsupportedError(
+            f"{path}: tensor {tensor.name!r} has GGML type {kind.name}, which entrenar cannot read",
+            f"readable types: {', '.join(sorted(t.name for t in _readable_types()))}; "
+            "convert the model with llama.cpp to one of them",
+        )
+    block, type_size = gguf.GGML_QUANT_SIZES[kind]
+    dims = [int(d) for d in tensor.shape.tolist()]
+    if dims and dims[0] % block:
+        raise CorruptFileError(
+            f"{path}: tensor {tensor.name!r} has {dims[0]} columns, not a multiple of the "
+            f"{kind.name} block of {block}",
+            "the file is corrupt; download it again",
+        )
+    numel = math.prod(dims)
+    if numel != int(tensor.n_elements) or numel * type_size // block != tensor.data.nbytes:
+        raise CorruptFileError(
+            f"{path}: tensor {tensor.name!r} shape {dims} does not match its data",
+            "the file is corrupt or truncated; download it again",
+        )
+
+
 def open_gguf(path: str | Path) -> GGUFFile:
     path = Path(path).resolve()
     return _open_cached(path, path.stat().st_mtime)
@@ -85,12 +141,27 @@ def open_gguf(path: str | Path) -> GGUFFile:
 
 def read_tensor(gf: GGUFFile, name: str) -> np.ndarray:
     """Dequantised float32 array in row-major (numpy) shape."""
+    tensor = next(t for t in gf.reader.tensors if t.name == name)
+    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+    if int(tensor.n_elements) == 0:  # gguf-py's dequantisers cannot reshape empty rows
+        return np.zeros(shape, dtype=np.float32)
+    try:
+        return _values(tensor).reshape(shape)
+    except ValueError as exc:  # the header's shape disagrees with the data
+        raise CorruptFileError(
+            f"{gf.path}: tensor {name!r} does not hold the {list(shape)} values its header claims",
+            "the file is corrupt; download it again",
+        ) from exc
+
+
+def _values(tensor) -> np.ndarray:
     import gguf
 
-    tensor = next(t for t in gf.reader.tensors if t.name == name)
-    data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-    return np.asarray(data, dtype=np.float32).reshape(shape)
+    if tensor.tensor_type.name in _PLAIN_TYPES:  # big-endian files hold >f4 views
+        raw = np.asarray(tensor.data)
+        return raw.astype(raw.dtype.newbyteorder("=")).astype(np.float32, copy=False)
+    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    return np.asarray(values, dtype=np.float32)
 
 
 def arch_from_gguf(gf: GGUFFile) -> ArchInfo:

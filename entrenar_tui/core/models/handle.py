@@ -55,6 +55,7 @@ class Model:
     def _pth(self) -> dict:
         import torch
 
+        _check_zip(self.source.weight_files[0])
         try:
             state = torch.load(
                 self.source.weight_files[0], map_location="cpu", weights_only=True, mmap=True
@@ -69,7 +70,10 @@ class Model:
             raise CorruptFileError(
                 f"{self.source.weight_files[0]}: not a state dict", "save a dict of tensors"
             )
-        return {k: v for k, v in state.items() if hasattr(v, "shape")}
+        tensors = {k: v for k, v in state.items() if isinstance(k, str) and hasattr(v, "shape")}
+        for name, tensor in tensors.items():
+            _check_pth_tensor(self.source.weight_files[0], name, tensor)
+        return tensors
 
     @cached_property
     def _apr(self):
@@ -148,7 +152,7 @@ class Model:
 
             return read_tensor(self._gguf, info.name)
         if self.kind in ("pth",) or (self.kind == "adapter" and info.offset < 0):
-            t = self._pth[info.name]
+            t = self._pth[info.name].detach()  # a saved nn.Parameter requires grad
             return t.float().numpy() if t.is_floating_point() else t.numpy()
         if self.kind == "apr":
             return self._apr.read(info.name)
@@ -172,11 +176,70 @@ def is_buffer(t: TensorInfo) -> bool:
     return any(t.name == s or t.name.endswith("." + s) for s in _BUFFER_SUFFIXES)
 
 
+def _check_zip(file: Path) -> None:
+    """torch.save's zip stores records uncompressed: a record claiming more bytes than the
+    file holds is corrupt, and torch's reader (miniz) would try to allocate what it claims."""
+    import zipfile
+
+    hint = "the file is corrupt or truncated; save it again with torch.save"
+    try:
+        if not zipfile.is_zipfile(file):
+            return  # the legacy (pre-1.6) format; torch.load reads it with weights_only too
+        with zipfile.ZipFile(file) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
+        raise CorruptFileError(f"{file}: not a readable zip archive ({exc})", hint) from exc
+    size = file.stat().st_size
+    for record in records:
+        if max(record.file_size, record.compress_size) > size:
+            raise CorruptFileError(
+                f"{file}: record {record.filename[:80]!r} claims {record.file_size} bytes "
+                f"in a {size}-byte file",
+                hint,
+            )
+
+
+def _check_pth_tensor(file: Path, name: str, tensor) -> None:
+    """Only dense CPU tensors whose bytes are in the file: a meta or sparse tensor has no
+    such bytes, and a stride-0 (expanded) view of one stored value can claim terabytes that
+    reading it would allocate."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise CorruptFileError(f"{file}: {name!r} is not a tensor", "save a dict of tensors")
+    if tensor.is_meta or tensor.layout != torch.strided:
+        what = "a meta tensor (no data)" if tensor.is_meta else f"a {tensor.layout} tensor"
+        raise UnsupportedError(
+            f"{file}: {name!r} is {what}",
+            "save dense tensors: torch.save({k: v.to_dense() for k, v in state.items()})",
+        )
+    stored = tensor.untyped_storage().nbytes()
+    if tensor.numel() * tensor.element_size() > stored:
+        raise UnsupportedError(
+            f"{file}: {name!r} is a view of shape {list(tensor.shape)} over {stored} stored bytes "
+            "(stride 0: an expanded tensor)",
+            "save real weights: torch.save({k: v.contiguous().clone() for k, v in state.items()})",
+        )
+
+
 def _pth_info(name: str, t, file: Path) -> TensorInfo:
-    dtype = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
-             "int32": "I32", "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32",
-             "uint16": "U16", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3",
-             "float8_e5m2": "F8_E5M2"}.get(str(t.dtype).removeprefix("torch."), str(t.dtype))  # fmt: skip
+    dtype = {
+        "float32": "F32",
+        "float16": "F16",
+        "bfloat16": "BF16",
+        "float64": "F64",
+        "int64": "I64",
+        "int32": "I32",
+        "int16": "I16",
+        "int8": "I8",
+        "uint64": "U64",
+        "uint32": "U32",
+        "uint16": "U16",
+        "uint8": "U8",
+        "bool": "BOOL",
+        "float8_e4m3fn": "F8_E4M3",
+        "float8_e5m2": "F8_E5M2",
+    }.get(str(t.dtype).removeprefix("torch."), str(t.dtype))
     return TensorInfo(name, tuple(t.shape), dtype, t.numel() * t.element_size(), file, -1)
 
 

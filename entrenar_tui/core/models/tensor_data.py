@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UnsupportedError
 from .tensors import TensorInfo
+
+MAX_DIMS = 64  # numpy's limit on dimensions
+MAX_DIM = 1 << 63  # numpy sizes are signed 64-bit
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -13,14 +17,29 @@ def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
 
 
 _NUMPY = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
-    "U8": np.uint8, "BOOL": np.bool_,
-}  # fmt: skip
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U64": np.uint64,
+    "U32": np.uint32,
+    "U16": np.uint16,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 def read_safetensors_tensor(info: TensorInfo, as_float32: bool = True) -> np.ndarray:
     """Memory-map one tensor's bytes; widen floats to float32 when asked."""
+    if len(info.shape) > MAX_DIMS or any(d >= MAX_DIM for d in info.shape):
+        raise UnsupportedError(
+            f"{info.file}: tensor {info.name!r} has shape {list(info.shape)[:8]}..., which "
+            "numpy cannot hold (at most 64 dimensions, each under 2^63)",
+            "the header is corrupt or the tensor is not a weight; re-export the model",
+        )
     if info.numel == 0:
         return np.zeros(info.shape, dtype=np.float32)
     if info.dtype == "BF16":
