@@ -45,7 +45,7 @@ system-deps:
 test: install install-llama system-deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -p no:cacheprovider --cov=entrenar_tui/core --cov-report=term --cov-fail-under=0 tests
+	$(PY) -m pytest -p no:cacheprovider --cov=entrenar_tui/core --cov-report=term --cov-fail-under=90 tests
 
 lint: install
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
