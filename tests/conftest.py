@@ -208,3 +208,30 @@ def tui_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("ENTRENAR_HOME", str(tmp_path / ".entrenar"))
     return tmp_path
+
+
+def write_config(path, teacher, student, **training):
+    """A tiny distill config (teacher and student from `tiny_lm_pair`); `training` overrides."""
+    import yaml
+
+    cfg = {
+        "seed": 3,
+        "device": "cpu",
+        "teacher": {"model_id": str(teacher)},
+        "student": {"model_id": str(student)},
+        "distillation": {"temperature": 2.0, "alpha": 0.5},
+        "training": {
+            "max_steps": 12,
+            "batch_size": 2,
+            "learning_rate": 3e-3,
+            "warmup_steps": 2,
+            "log_every": 1,
+            "eval_every": 6,
+            "eval_max_blocks": 4,
+            **training,
+        },
+        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 120},
+        "output": {"checkpoint_every": 4, "keep_checkpoints": 2},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
+from conftest import write_config  # noqa: F401  (other test modules import it from here)
 from entrenar_tui.cli.main import app
 
 runner = CliRunner()
@@ -33,30 +33,6 @@ TRAIN_KEYS = {
     "memory_bytes",
 }
 EVAL_KEYS = {"kind", "step", "eval_loss", "eval_ppl", "eval_top1_agreement", "samples"}
-
-
-def write_config(path, teacher, student, **training):
-    cfg = {
-        "seed": 3,
-        "device": "cpu",
-        "teacher": {"model_id": str(teacher)},
-        "student": {"model_id": str(student)},
-        "distillation": {"temperature": 2.0, "alpha": 0.5},
-        "training": {
-            "max_steps": 12,
-            "batch_size": 2,
-            "learning_rate": 3e-3,
-            "warmup_steps": 2,
-            "log_every": 1,
-            "eval_every": 6,
-            "eval_max_blocks": 4,
-            **training,
-        },
-        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 120},
-        "output": {"checkpoint_every": 4, "keep_checkpoints": 2},
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def metrics(run_dir):

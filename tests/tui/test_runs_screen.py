@@ -8,35 +8,17 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from tuihelp import make_app, settle, wait_until
 
+from conftest import write_config
 from entrenar_tui.core.runs.follow import read_run
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def tiny_config(path, teacher, student, **training):
-    config = {
-        "seed": 3,
-        "device": "cpu",
-        "teacher": {"model_id": str(teacher)},
-        "student": {"model_id": str(student)},
-        "distillation": {"temperature": 2.0, "alpha": 0.5},
-        "training": {
-            "max_steps": 16,
-            "batch_size": 2,
-            "learning_rate": 3e-3,
-            "log_every": 1,
-            "eval_every": 8,
-            "eval_max_blocks": 4,
-            **training,
-        },
-        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 120},
-        "output": {"dir": "runs/tiny", "checkpoint_every": 4, "keep_checkpoints": 2},
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """The distill tests' tiny config, 16 steps with two evaluations unless told otherwise."""
+    return write_config(path, teacher, student, **{"max_steps": 16, "eval_every": 8, **training})
 
 
 def runs_screen(app):
