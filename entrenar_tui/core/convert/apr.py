@@ -27,6 +27,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedError
+from ..models.tensor_data import NUMPY_DTYPES
 from ..models.tensors import DTYPE_BYTES, FLOAT_DTYPES, TensorInfo
 
 APR_VERSION = 1
@@ -35,21 +36,10 @@ INLINE_LIMIT_BYTES = 16 * 1024 * 1024  # "auto" keeps models up to this size in 
 
 # numpy views of raw bytes; bfloat16 and float8 have no numpy type, so they stay as bits.
 RAW_NUMPY: dict[str, type] = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
+    **NUMPY_DTYPES,
     "BF16": np.uint16,
     "F8_E4M3": np.uint8,
     "F8_E5M2": np.uint8,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U64": np.uint64,
-    "U32": np.uint32,
-    "U16": np.uint16,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
 }
 
 MAX_DIMS = 64  # numpy's limit on dimensions

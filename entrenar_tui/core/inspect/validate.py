@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedError
 from ..models import Model, ModelSource, resolve
-from ..models.resolve import PACKAGED, packaged_path
+from ..models.resolve import PACKAGED, WEIGHT_SUFFIXES, packaged_path
 from ..models.safetensors_format import LFS_POINTER_PREFIX, read_header
 from ..models.tensors import FLOAT_DTYPES, TensorInfo
 from . import validate_shapes
@@ -34,15 +34,7 @@ _WEIGHT_PATTERNS = {
     "gguf": ("*.gguf",),
     "pth": ("*.bin", "*.pth", "*.pt"),
 }
-_SUFFIX_KINDS = {
-    ".safetensors": "safetensors",
-    ".gguf": "gguf",
-    ".pth": "pth",
-    ".pt": "pth",
-    ".bin": "pth",
-    ".apr": "apr",
-    ".json": "config",
-}
+_SUFFIX_KINDS = {**WEIGHT_SUFFIXES, ".json": "config"}
 _HINTS = {
     "nan": "the weights are corrupt or training diverged; re-download them or use an earlier checkpoint",
     "inf": "the weights overflowed (often an fp16 export); re-export in bf16/fp32 or use an earlier checkpoint",

@@ -79,16 +79,19 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / f).exists() for f in TOKENIZER_FILES)
 
 
+WEIGHT_SUFFIXES = {
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".pth": "pth",
+    ".pt": "pth",
+    ".bin": "pth",
+    ".apr": "apr",
+}
+
+
 def _file_source(ref: str, path: Path) -> ModelSource:
     suffix = path.suffix.lower()
-    kinds = {
-        ".safetensors": "safetensors",
-        ".gguf": "gguf",
-        ".pth": "pth",
-        ".pt": "pth",
-        ".bin": "pth",
-        ".apr": "apr",
-    }
+    kinds = WEIGHT_SUFFIXES
     if suffix == ".json" and path.name != "model.safetensors.index.json":
         # a bare config.json: architecture facts without weights (planning a 7B you do not have)
         return ModelSource(ref, "config", path, [], config=_read_json(path))

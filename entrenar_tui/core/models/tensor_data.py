@@ -16,7 +16,7 @@ def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-_NUMPY = {
+NUMPY_DTYPES = {  # safetensors dtype -> numpy (bfloat16 and float8 have none)
     "F64": np.float64,
     "F32": np.float32,
     "F16": np.float16,
@@ -52,6 +52,6 @@ def read_safetensors_tensor(info: TensorInfo, as_float32: bool = True) -> np.nda
         tdt = torch.float8_e4m3fn if info.dtype == "F8_E4M3" else torch.float8_e5m2
         return torch.from_numpy(raw).view(tdt).float().reshape(info.shape).numpy()
     arr = np.memmap(
-        info.file, dtype=_NUMPY[info.dtype], mode="r", offset=info.offset, shape=info.shape
+        info.file, dtype=NUMPY_DTYPES[info.dtype], mode="r", offset=info.offset, shape=info.shape
     )
     return arr.astype(np.float32) if as_float32 and info.dtype in {"F16", "F64"} else arr
