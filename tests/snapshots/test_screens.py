@@ -72,7 +72,9 @@ def settled(count: int, extra=None):
             await asyncio.sleep(0.05)
         if extra is not None:
             await extra(pilot)
-        await pilot.pause()
+        # A worker's result is a message: let the screen handle it and lay its tables out
+        # (column widths are computed on the next refresh) before the screenshot.
+        await pilot.pause(0.3)
         await pilot.pause()
 
     return wait
