@@ -240,6 +240,8 @@ class EntrenarApp(App):
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         self.system_history.append(message.sample)
+        if not self.screen_stack:  # a sample that lands before the first screen or during exit
+            return
         from .widgets.system import SystemPanel
 
         for panel in self.screen.query(SystemPanel):

@@ -54,3 +54,14 @@ async def test_theme_toggle_and_no_color(tui_env, monkeypatch):
     async with plain.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert plain.no_color
+
+
+def test_a_system_sample_with_no_screen_on_the_stack_is_kept_not_raised(tui_env):
+    """The sampler thread's last message can land after exit popped the screens (CI saw it)."""
+    from tuihelp import NO_GPU
+
+    from entrenar_tui.app import SystemSampled
+
+    app = make_app()
+    app.on_system_sampled(SystemSampled(NO_GPU))
+    assert list(app.system_history) == [NO_GPU]
