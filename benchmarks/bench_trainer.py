@@ -231,7 +231,7 @@ def measure_peak(side: str, argv: list[str]) -> dict:
 
 def estimate(args, device: str) -> dict:
     """What `entrenar distill estimate` predicts for this run (teacher inference, KD loss and
-    the student's training step, from core/memory.py)."""
+    the student's training step, from core/memory/)."""
     from entrenar_tui.core.distill.config import DistillConfig
     from entrenar_tui.core.distill.estimate import estimate_distillation
 

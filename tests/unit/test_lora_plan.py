@@ -24,7 +24,7 @@ from entrenar_tui.core.lora.plan import (
     relative_speed,
 )
 from entrenar_tui.core.memory import estimate_memory
-from entrenar_tui.core.memory_params import count_parameters, model_shape
+from entrenar_tui.core.memory.shape import count_parameters, model_shape
 from entrenar_tui.core.models.arch import from_config
 
 CONFIGS = Path(__file__).parents[1] / "data" / "configs"

@@ -28,8 +28,8 @@ from entrenar_tui.core.memory import (
     estimate_memory,
     measure_training_step,
 )
-from entrenar_tui.core.memory_activations import Saved, saved_inventory
-from entrenar_tui.core.memory_params import ModelShape, count_parameters, model_shape
+from entrenar_tui.core.memory.activations import Saved, saved_inventory
+from entrenar_tui.core.memory.shape import ModelShape, count_parameters, model_shape
 from entrenar_tui.core.models.arch import ArchInfo, from_config
 
 # meta-llama/Llama-2-7b-hf config.json, as published
@@ -368,7 +368,7 @@ def _exact_peak(config: dict, batch: int, seq: int, **settings) -> int:
     """Live tensor bytes at the peak of the second training step (profiler memory events)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from entrenar_tui.core.memory_probe import _build, _train
+    from entrenar_tui.core.memory.probe import _build, _train
 
     lora = settings.get("lora_rank")
     targets = model_shape(from_config(config), config).default_lora_targets if lora else None
@@ -713,3 +713,23 @@ def test_summary_names_the_phase_and_the_parts():
     est = _llama7b(precision="bf16", lora_rank=16)
     assert est.peak_phase in est.summary() and "GiB" in est.summary()
     assert math.isclose(est.total_bytes / 2**30, float(est.summary().split()[0]), rel_tol=0.01)
+
+
+def test_the_memory_package_imports_run_one_way():
+    """options -> shape -> activations -> estimate, probe: no module imports one later in line."""
+    import ast
+    from pathlib import Path
+
+    import entrenar_tui.core.memory as package
+
+    order = ["options", "shape", "activations", "estimate", "probe"]
+    folder = Path(package.__file__).parent
+    for name in order:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        siblings = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+        later = siblings & set(order[order.index(name) :])
+        assert not later, f"{name}.py imports {later}"

@@ -1,6 +1,6 @@
 """`distill estimate`: will this run fit, and how long will it take?
 
-Memory: the student's training step from the one estimator (core/memory.py) plus the frozen
+Memory: the student's training step from the one estimator (core/memory/) plus the frozen
 teacher's inference (weights, one block's transient activations, fp32 logits). Time: a few real
 training steps of this configuration on this hardware, timed after a warm-up step.
 """

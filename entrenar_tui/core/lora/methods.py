@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..memory import estimate_for_model
-from ..memory_params import model_shape
+from ..memory.shape import model_shape
 from ..sizes import parse_size
 
 RANKS = (64, 32, 16, 8)

@@ -1,13 +1,13 @@
 """Activation inventories: the tensors autograd keeps for backward, per token, per family.
 
-Split from memory_params.py (module shapes); the memory estimator reads `saved_inventory`.
+Built on shape.py (module shapes); the estimator reads `saved_inventory`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memory_params import LLAMA_LIKE, ModelShape
+from .shape import LLAMA_LIKE, ModelShape
 
 # ---- activations: what autograd keeps for backward, per token, per family ---------------------
 # Each family lists the tensors its forward saves for backward, as transformers 5 and torch 2.x

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InvalidInputError, UnsupportedError
-from .models.arch import ArchInfo, count_or_none
+from ..errors import InvalidInputError, UnsupportedError
+from ..models.arch import ArchInfo, count_or_none
 
 LLAMA_LIKE = ("llama", "mistral", "qwen2")
 FAMILIES = (*LLAMA_LIKE, "gpt2", "gpt_neox", "bert", "roberta", "t5")

@@ -1,8 +1,7 @@
 """Measuring real training steps in a fresh process, to check `estimate_memory` against them.
 
 `measure_training_step` runs the child process; `_probe_main` is that child (it imports torch,
-transformers and peft). Split from memory.py, which re-exports `MeasuredPeak` and
-`measure_training_step`.
+transformers and peft). The package re-exports `MeasuredPeak` and `measure_training_step`.
 """
 
 from __future__ import annotations
@@ -10,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import InvalidInputError
-from .memory_params import model_shape
-from .models.arch import ArchInfo
+from ..errors import InvalidInputError
+from ..models.arch import ArchInfo
+from .options import validate_options
+from .shape import model_shape
 
 
 @dataclass
@@ -67,9 +67,9 @@ def measure_training_step(
     import subprocess
     import sys
 
-    from .memory import _validate  # imported here: memory.py imports this module
-
-    _validate(batch_size, sequence_length, optimizer, precision, lora_rank, None, attention, device)
+    validate_options(
+        batch_size, sequence_length, optimizer, precision, lora_rank, None, attention, device
+    )
     shape = model_shape(_arch_of(model_config), model_config)  # fails fast on unusable configs
     if optimizer == "adamw8bit":
         raise InvalidInputError(
@@ -98,7 +98,7 @@ def measure_training_step(
     command = [
         sys.executable,
         "-c",
-        "from entrenar_tui.core.memory_probe import _probe_main; _probe_main()",
+        "from entrenar_tui.core.memory.probe import _probe_main; _probe_main()",
     ]
     try:
         done = subprocess.run(
@@ -125,7 +125,7 @@ def measure_training_step(
 
 
 def _arch_of(config: dict) -> ArchInfo:
-    from .models.arch import from_config
+    from ..models.arch import from_config
 
     return from_config(config)
 

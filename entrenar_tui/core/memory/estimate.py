@@ -29,25 +29,23 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InvalidInputError
-from .memory_activations import Saved, saved_inventory
-from .memory_params import ModelShape, model_shape
-from .memory_probe import MeasuredPeak, measure_training_step  # noqa: F401 (public API)
-from .models.arch import ArchInfo
-from .sizes import format_bytes
+from ..models.arch import ArchInfo
+from ..sizes import format_bytes
+from .activations import Saved, saved_inventory
+from .options import (
+    ADAM8BIT_BLOCK,
+    ADAM8BIT_MIN_SIZE,
+    CPU_RUNTIME_BYTES,
+    CPU_STEP_BOOKKEEPING_BYTES,
+    CUDA_CONTEXT_BYTES,
+    CUDA_FRAGMENTATION,
+    NF4_BLOCK,
+    NF4_NESTED_BLOCK,
+    PRECISION_BYTES,
+    validate_options,
+)
+from .shape import ModelShape, model_shape
 
-MIB = 2**20
-OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
-PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-CUDA_CONTEXT_BYTES = 512 * MIB  # CUDA context, cuBLAS/cuDNN handles and workspaces
-CUDA_FRAGMENTATION = 0.05  # caching-allocator slack over the tensor peak
-CPU_RUNTIME_BYTES = 400 * MIB  # the Python, torch and transformers runtime itself
-# What a CPU step holds beyond its tensors: autograd graph nodes, oneDNN scratch, small-block
-# malloc arenas. Measured 1.3-3.0 MiB over the 18 rows of benchmarks/bench_memory.py, flat in
-# model and batch size, so a constant (without it the smallest rows read -10 %).
-CPU_STEP_BOOKKEEPING_BYTES = 2 * MIB
-NF4_BLOCK, NF4_NESTED_BLOCK = 64, 256
-ADAM8BIT_MIN_SIZE, ADAM8BIT_BLOCK = 4096, 256  # bitsandbytes keeps 32-bit state below 4096 elements
 KEYS = (
     "weights",
     "adapters",
@@ -110,39 +108,6 @@ class _Plan:
     rank: int
     master: bool
     extra_parameters: int  # caller's count minus the module formulas' count
-
-
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise InvalidInputError(
-            f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}",
-            f"pass --{name.replace('_', '-')} {allowed[0]}",
-        )
-
-
-def _validate(
-    batch_size, sequence_length, optimizer, precision, lora_rank, quantize_base, attention, device
-) -> None:
-    for name, value in (("batch_size", batch_size), ("sequence_length", sequence_length)):
-        if not isinstance(value, int) or value < 1:
-            raise InvalidInputError(
-                f"{name} must be a positive integer, not {value!r}",
-                f"pass --{name.replace('_', '-')} 8",
-            )
-    _choice("optimizer", optimizer, OPTIMIZERS)
-    _choice("precision", precision, tuple(PRECISION_BYTES))
-    _choice("attention", attention, ("sdpa", "eager"))
-    _choice("device", device, ("cuda", "cpu"))
-    _choice("quantize_base", quantize_base, (None, "nf4"))
-    if lora_rank is not None and (not isinstance(lora_rank, int) or lora_rank < 1):
-        raise InvalidInputError(
-            f"lora_rank must be a positive integer, not {lora_rank!r}", "pass --lora-rank 16"
-        )
-    if quantize_base and lora_rank is None:
-        raise InvalidInputError(
-            "a 4-bit (nf4) base can only be trained through LoRA adapters",
-            "add --lora-rank 16 (QLoRA)",
-        )
 
 
 def _nf4_bytes(numel: int, double_quant: bool) -> int:
@@ -380,7 +345,7 @@ def estimate_memory(
     master_weights: bool | None = None,
 ) -> MemoryEstimate:
     """Peak memory of training `arch` with these settings; `config` (config.json) sharpens it."""
-    _validate(
+    validate_options(
         batch_size,
         sequence_length,
         optimizer,
@@ -456,7 +421,7 @@ def estimate_memory(
 
 def estimate_for_model(model, **settings) -> MemoryEstimate:
     """`estimate_memory` for a model reference (path, hub id, packaged name) or an open Model."""
-    from .models.handle import Model
+    from ..models.handle import Model
 
     if isinstance(model, str | Path):
         model = Model.open(model)
