@@ -27,7 +27,10 @@ from .actions import Action, bindings
 # Every screen's styles load with the app: a screen that brought its own CSS_PATH made Textual
 # re-parse and re-apply the whole stylesheet on its first show (a 100-200 ms stall, measured).
 STYLES_DIR = Path(__file__).parent / "styles"
-STYLES = [STYLES_DIR / f"{name}.tcss" for name in ("app", "models", "memory", "runs", "adapters")]
+STYLES = [
+    STYLES_DIR / f"{name}.tcss"
+    for name in ("app", "models", "memory", "runs", "adapters", "sweeps")
+]
 STALLS_ENV = "ENTRENAR_TUI_STALLS"
 SAMPLE_INTERVAL_S = 1.0  # NVML answers faster than this are not meaningful
 HISTORY = 60

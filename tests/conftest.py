@@ -5,6 +5,7 @@ Models are built from configs (random weights, fixed seed) and saved once per se
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -235,3 +236,41 @@ def write_config(path, teacher, student, **training):
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def write_recorded_sweep(root, name: str = "temperature-20261201-120000"):
+    """A finished temperature sweep (2 settings x 3 seeds) written with the sweep directory's
+    own writers, with fixed metrics: T=4 is clearly better than T=1."""
+    from entrenar_tui.core.bench.spec import SweepSpec
+    from entrenar_tui.core.bench.sweepdir import SweepDir
+
+    base = {"seed": 0, "teacher": {"model_id": "t"}, "student": {"model_id": "s"}}
+    variants = [(f"T={t}", {"distillation.temperature": float(t)}) for t in (1, 4)]
+    spec = SweepSpec("temperature", base, variants, [0, 1, 2], baseline="T=1")
+    sweep = SweepDir(root / "runs" / "sweeps" / name)
+    sweep.write_spec(spec)
+    for index, job in enumerate(spec.jobs()):
+        ppl = (40.0 if job.label == "T=1" else 30.0) + 0.5 * (index % 3)
+        metrics = {
+            "final_loss": 3.0,
+            "eval_loss": math.log(ppl),
+            "eval_ppl": ppl,
+            "eval_top1_agreement": 0.4 if job.label == "T=1" else 0.5,
+            "tokens_per_s": 1000.0 + index,
+            "peak_memory_bytes": 2**30,
+            "wall_s": 60.0,
+            "steps": 30,
+        }
+        sweep.append_result(
+            {
+                "key": job.key,
+                "label": job.label,
+                "overlay": job.overlay,
+                "seed": job.seed,
+                "status": "finished",
+                "attempts": 1,
+                "error": None,
+                "metrics": metrics,
+            }
+        )
+    return sweep.path

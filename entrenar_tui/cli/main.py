@@ -12,11 +12,12 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer  # noqa: E402
 
 from .. import __version__
+from . import bench as bench_cli
 from . import distill as distill_cli
 from . import inspect as inspect_cli
 from . import lora as lora_cli
 from . import tui as tui_cli
-from .planned import _EXTRA, planned_app, planned_command
+from .planned import _EXTRA, planned_command
 
 app = typer.Typer(
     name="entrenar",
@@ -48,7 +49,7 @@ def root(
 app.add_typer(inspect_cli.app, name="inspect")
 distill_app = distill_cli.app
 lora_app = lora_cli.app
-bench_app = planned_app("bench")
+bench_app = bench_cli.app
 app.add_typer(distill_app, name="distill")
 app.add_typer(lora_app, name="lora")
 app.add_typer(bench_app, name="bench")

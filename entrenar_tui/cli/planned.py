@@ -1,5 +1,5 @@
-"""Sub-apps that are designed but not built yet: they exist so users see what is coming,
-and each command says so with exit code 2 instead of a confusing 'no such command'."""
+"""Commands that are designed but not built yet: they exist so users see what is coming, and
+each says so with exit code 2 instead of a confusing 'no such command'."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ import typer
 from ..core.errors import NotBuiltError
 from .common import run
 
-PLANNED = {
-    "bench": (
-        ["temperature", "compare", "profile", "ablation", "report", "worker"],
-        "Benchmark sweeps.",
-    ),
-}
-
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-BUILT = ("inspect", "lora", "distill", "tui")  # the sub-apps that work today
+BUILT = ("inspect", "lora", "distill", "bench", "tui")  # the sub-apps that work today
 
 
 def _not_built(name: str, ctx: typer.Context) -> None:
@@ -28,18 +21,6 @@ def _not_built(name: str, ctx: typer.Context) -> None:
 
     json_out = "--json" in ctx.args
     run(call, json_out=json_out, debug=False, show=lambda r: None)
-
-
-def planned_app(group: str) -> typer.Typer:
-    commands, help_text = PLANNED[group]
-    sub = typer.Typer(help=f"{help_text} (not built yet)", no_args_is_help=True)
-    for command in commands:
-
-        def handler(ctx: typer.Context, _name: str = f"{group} {command}") -> None:
-            _not_built(_name, ctx)
-
-        sub.command(command, context_settings=_EXTRA, help="Not built yet.")(handler)
-    return sub
 
 
 def planned_command(name: str):

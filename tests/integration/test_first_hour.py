@@ -111,10 +111,10 @@ def test_a_bare_number_is_not_taken_as_bytes():
 
 
 def test_planned_commands_point_to_what_exists():
-    result = invoke("bench", "report", "--json")
+    result = invoke("bench", "profile", "--json")
     assert result.exit_code == 2
     hint = json.loads(result.stdout)["error"]["hint"]
-    for name in ("inspect", "lora", "distill", "tui"):
+    for name in ("inspect", "lora", "distill", "bench", "tui"):
         assert f"entrenar {name}" in hint
 
 
@@ -231,3 +231,22 @@ def test_a_hub_repo_cached_with_only_its_config_plans_offline(tmp_path, monkeypa
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
     source = resolve("meta-llama/Llama-2-7b-hf")
     assert source.kind == "config" and source.config["hidden_size"] == 4096
+
+
+def test_outputs_are_readable_by_others_as_the_umask_allows(tmp_path, monkeypatch):
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700): a converted model, or a run folder
+    on a shared disk, must end with the mode a plain open()/mkdir() gives (0644/0755 at 022)."""
+    import os
+    import stat
+
+    monkeypatch.chdir(tmp_path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (
+        invoke("inspect", "convert", "minilm-l6", "--to", "apr", "--output", "m.apr").exit_code == 0
+    )
+    result = invoke("inspect", "convert", "minilm-l6", "--to", "safetensors", "--output", "hf/")
+    assert result.exit_code == 0, result.output
+    for path in (tmp_path / "m.apr", tmp_path / "hf" / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert stat.S_IMODE((tmp_path / "hf").stat().st_mode) == 0o777 & ~umask

@@ -10,6 +10,7 @@ import time
 import pytest
 from snapdata import write_recorded_runs
 
+from conftest import write_recorded_sweep
 from entrenar_tui.core.system import GpuSample, RecordedSampler, SystemSample
 
 SIZES = [(80, 24), (120, 40)]
@@ -103,3 +104,18 @@ def test_runs_error_state(snap_compare, tui_env, size):
 
     app = make_app()
     assert snap_compare(app, press=["3"], terminal_size=size, run_before=settled(1, select_failed))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_sweeps_with_a_recorded_sweep(snap_compare, tui_env, size):
+    write_recorded_sweep(tui_env)
+
+    async def analysed(pilot) -> None:
+        await pilot.press("5")
+        table = pilot.app.screen.query_one("#sweep-results")
+        deadline = time.monotonic() + 60
+        while table.row_count < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    app = make_app()
+    assert snap_compare(app, terminal_size=size, run_before=settled(1, analysed))

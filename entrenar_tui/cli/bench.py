@@ -1,0 +1,271 @@
+"""`entrenar bench`: temperature, compare, ablation and report over distillation sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import render
+from .common import DebugOpt, JsonOpt, run
+from .planned import _EXTRA, planned_command
+
+app = typer.Typer(help="Benchmark sweeps with honest statistics.", no_args_is_help=True)
+
+ConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="Base distill.yaml, or a packaged example (demo).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a base config field: --set training.max_steps=50."),
+]
+SeedsOpt = Annotated[
+    int, typer.Option("--seeds", "--runs", help="Seeds per setting (3+ for statistics).")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", help="Jobs run at once (on CUDA: one GPU each).")
+]
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help="Optuna storage URL shared by many machines.")
+]
+StudyOpt = Annotated[str | None, typer.Option("--study", help="Optuna study name.")]
+SweepDirOpt = Annotated[
+    str | None,
+    typer.Option("--sweep-dir", help="Sweep directory (default runs/sweeps/COMMAND-TIME)."),
+]
+OutputOpt = Annotated[
+    str | None, typer.Option("--output", "-o", help="Also write the results here (.csv or .md).")
+]
+MetricOpt = Annotated[
+    str, typer.Option("--metric", help="What settings are compared on (lower ppl is better).")
+]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Training steps per job.")]
+EpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", help="Epochs per job (clears training.max_steps).")
+]
+
+
+def _overrides(overrides: list[str] | None, steps: int | None, epochs: int | None) -> list[str]:
+    extra = list(overrides or [])
+    if epochs is not None:
+        extra += [f"training.epochs={epochs}", "training.max_steps=null"]
+    if steps is not None:
+        extra.append(f"training.max_steps={steps}")
+    return extra
+
+
+def _sweep(command: str, build, options: dict) -> None:
+    """Build the spec, run it with progress on stderr (or events on stdout), analyse it."""
+    json_out = options["json_out"]
+
+    def call():
+        from ..core.bench.analysis import analyze
+        from ..core.bench.executor import LocalExecutor
+        from ..core.bench.sweep import run_sweep
+        from ..core.bench.sweepdir import METRICS, default_sweep_dir
+        from ..core.errors import InvalidInputError, NotBuiltError
+
+        if options["metric"] not in METRICS:
+            raise InvalidInputError(
+                f"unknown metric {options['metric']!r}", f"choose from {', '.join(METRICS)}"
+            )
+        if options["storage"] or options["study"]:
+            raise NotBuiltError(
+                "--storage/--study (Optuna, many machines) is not built yet in this version",
+                "run the sweep on one machine with --workers N",
+            )
+        spec = build()
+        spec.metric = options["metric"]
+        target = options["sweep_dir"] or default_sweep_dir(command)
+        from .bench_progress import SweepProgress
+
+        with SweepProgress(json_out) as progress:
+            outcome = run_sweep(
+                spec,
+                target,
+                executor=LocalExecutor(workers=options["workers"]),
+                emit=progress.on_event,
+            )
+        analysis = analyze(outcome.spec, outcome.results, options["metric"])
+        if options["output"]:
+            _write_output(options["output"], outcome.path, analysis)
+        if json_out:
+            render.emit_json({"event": "result", **outcome.to_dict(), **analysis.to_dict()})
+        return outcome, analysis
+
+    from .bench_render import show_sweep
+
+    run(call, json_out=json_out, debug=options["debug"], show=show_sweep, stream=True)
+
+
+def _write_output(output: str, sweep_dir: Path, analysis) -> None:
+    from ..core.bench.export import write_csv
+    from ..core.bench.report import markdown_report
+    from ..core.errors import InvalidInputError
+    from ..core.fsutil import write_text_atomic
+
+    path = Path(output)
+    if path.suffix == ".csv":
+        write_csv(path, sweep_dir)
+    elif path.suffix == ".md":
+        write_text_atomic(path, markdown_report(sweep_dir, analysis.metric))
+    else:
+        raise InvalidInputError(
+            f"--output {output}: unknown kind of file", "use a .csv or .md file name"
+        )
+
+
+@app.command("temperature")
+def temperature(
+    config: ConfigOpt,
+    value_range: Annotated[
+        str, typer.Option("--range", help="Temperatures low..high, both included.")
+    ] = "1.0..8.0",
+    step: Annotated[float, typer.Option("--step", help="Spacing of the temperatures.")] = 0.5,
+    baseline: Annotated[
+        float | None,
+        typer.Option(
+            "--baseline", help="Temperature the others are tested against (default: low)."
+        ),
+    ] = None,
+    seeds: SeedsOpt = 3,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    overrides: SetOpt = None,
+    workers: WorkersOpt = 1,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    sweep_dir: SweepDirOpt = None,
+    output: OutputOpt = None,
+    metric: MetricOpt = "eval_ppl",
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Sweep distillation.temperature; mark the best and test it against the baseline."""
+    from ..core.bench.overlays import parse_range
+    from ..core.bench.sweep import temperature_spec
+
+    def build():
+        values = parse_range(value_range, step)
+        return temperature_spec(
+            config, _overrides(overrides, steps, epochs), values, seeds, baseline
+        )
+
+    _sweep("temperature", build, locals())
+
+
+@app.command("compare")
+def compare(
+    config: ConfigOpt,
+    strategies: Annotated[
+        str,
+        typer.Option(
+            "--strategies", help="Comma-separated: kd-only,progressive,attention,combined."
+        ),
+    ] = "kd-only,progressive,attention,combined",
+    seeds: SeedsOpt = 3,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    overrides: SetOpt = None,
+    workers: WorkersOpt = 1,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    sweep_dir: SweepDirOpt = None,
+    output: OutputOpt = None,
+    metric: MetricOpt = "eval_ppl",
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare distillation strategies (ce-only is always added as the baseline)."""
+    from ..core.bench.sweep import strategy_spec
+
+    names = [name.strip() for name in strategies.split(",") if name.strip()]
+
+    def build():
+        return strategy_spec(config, _overrides(overrides, steps, epochs), names, seeds)
+
+    _sweep("compare", build, locals())
+
+
+@app.command("ablation")
+def ablation(
+    base_config: Annotated[
+        str, typer.Option("--base-config", "--config", "-c", help="The config ablated from.")
+    ],
+    ablate: Annotated[
+        str, typer.Option("--ablate", help='Factors: "progressive.enabled,temperature,alpha".')
+    ],
+    values: Annotated[
+        list[str] | None,
+        typer.Option("--values", help='Values for a factor: --values "temperature=1,4".'),
+    ] = None,
+    seeds: SeedsOpt = 3,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    overrides: SetOpt = None,
+    workers: WorkersOpt = 1,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    sweep_dir: SweepDirOpt = None,
+    output: OutputOpt = None,
+    metric: MetricOpt = "eval_ppl",
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Change one factor at a time against the base config (booleans flipped, numbers halved
+    and doubled within the field's bounds)."""
+    from ..core.bench.overlays import parse_values
+    from ..core.bench.sweep import ablation_spec
+
+    factors = [name.strip() for name in ablate.split(",") if name.strip()]
+
+    def build():
+        given = parse_values(values or [])
+        return ablation_spec(
+            base_config, _overrides(overrides, steps, epochs), factors, given, seeds
+        )
+
+    _sweep("ablation", build, locals())
+
+
+@app.command("report")
+def report(
+    target: Annotated[str, typer.Argument(help="A sweep directory or its results.jsonl.")],
+    report_format: Annotated[str, typer.Option("--format", help="md (html: later).")] = "md",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write here (default SWEEP/report.md).")
+    ] = None,
+    metric: MetricOpt = "eval_ppl",
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write the sweep up: Summary, Methodology, Results, Statistical Analysis, Recommendations."""
+
+    def call():
+        from ..core.bench.report import load_sweep, markdown_report
+        from ..core.errors import InvalidInputError
+        from ..core.fsutil import write_text_atomic
+
+        if report_format != "md":
+            raise InvalidInputError(
+                f"--format {report_format} is not available yet", "use --format md"
+            )
+        sweep, _, _ = load_sweep(target)
+        text = markdown_report(target, metric)
+        path = Path(output) if output else sweep.path / "report.md"
+        write_text_atomic(path, text)
+        return {"report": str(path), "format": report_format, "text": text}
+
+    def show(result: dict) -> None:
+        render.line(result["text"])
+        render.err_line(f"written: {result['report']}")
+
+    run(call, json_out=json_out, debug=debug, show=show)
+
+
+for _name, _help in (
+    ("profile", "One run, profiled into an HTML report (not built yet)."),
+    ("worker", "Take jobs from an Optuna storage until none is left (not built yet)."),
+):
+    app.command(_name, context_settings=_EXTRA, help=_help)(planned_command(f"bench {_name}"))
