@@ -53,9 +53,9 @@ def info(model: ModelArg, json_out: JsonOpt = False, debug: DebugOpt = False) ->
     run(lambda: model_info(model), json_out=json_out, debug=debug, show=show_info)
 
 
-def show_info(r) -> None:
-    dtypes = ", ".join(f"{k} ({render.human_count(v)})" for k, v in r.dtypes.items())
-    guessed = set(r.inferred)
+def show_info(result) -> None:
+    dtypes = ", ".join(f"{k} ({render.human_count(v)})" for k, v in result.dtypes.items())
+    guessed = set(result.inferred)
 
     def shown(value, *fields: str):
         """A value guessed from tensor shapes says so: it may be wrong (heads, family)."""
@@ -63,25 +63,25 @@ def show_info(r) -> None:
             f"{value} (inferred)" if value is not None and guessed.intersection(fields) else value
         )
 
-    heads = f"{r.heads} (kv {r.kv_heads})" if r.heads else None
-    architecture = f"{r.architecture} ({r.model_type}, from {r.arch_source})"
+    heads = f"{result.heads} (kv {result.kv_heads})" if result.heads else None
+    architecture = f"{result.architecture} ({result.model_type}, from {result.arch_source})"
     rows = [
         ("architecture", shown(architecture, "model_type", "family")),
-        ("format", r.kind),
-        ("parameters", f"{r.parameters:,} ({render.human_count(r.parameters)})"),
-        ("layers", shown(r.layers, "layers")),
-        ("hidden size", shown(r.hidden_size, "hidden_size")),
+        ("format", result.kind),
+        ("parameters", f"{result.parameters:,} ({render.human_count(result.parameters)})"),
+        ("layers", shown(result.layers, "layers")),
+        ("hidden size", shown(result.hidden_size, "hidden_size")),
         ("attention heads", shown(heads, "heads", "kv_heads")),
-        ("intermediate size", shown(r.intermediate_size, "intermediate_size")),
-        ("vocab size", shown(r.vocab_size, "vocab_size")),
-        ("max positions", r.max_positions),
-        ("tied embeddings", r.tied_embeddings),
+        ("intermediate size", shown(result.intermediate_size, "intermediate_size")),
+        ("vocab size", shown(result.vocab_size, "vocab_size")),
+        ("max positions", result.max_positions),
+        ("tied embeddings", result.tied_embeddings),
         ("precision", dtypes),
-        ("tensors", r.tensor_count),
-        ("files", f"{r.file_count} ({render.human_bytes(r.file_size_bytes)})"),
-        ("tokenizer", "yes" if r.has_tokenizer else "no"),
+        ("tensors", result.tensor_count),
+        ("files", f"{result.file_count} ({render.human_bytes(result.file_size_bytes)})"),
+        ("tokenizer", "yes" if result.has_tokenizer else "no"),
     ]
-    render.show(render.kv_table(f"{r.ref}", rows))
+    render.show(render.kv_table(f"{result.ref}", rows))
 
 
 @app.command()
@@ -99,8 +99,8 @@ def layers(
     run(lambda: model_layers(model, verbose), json_out=json_out, debug=debug, show=show_layers)
 
 
-def show_layers(r) -> None:
-    if r.verbose:
+def show_layers(result) -> None:
+    if result.verbose:
         rows = [
             [
                 t["name"],
@@ -109,7 +109,7 @@ def show_layers(r) -> None:
                 f"{t['parameters']:,}",
                 render.human_bytes(t["bytes"]),
             ]
-            for t in r.tensors
+            for t in result.tensors
         ]
         cols = ["tensor", "shape", "dtype", "params", "bytes"]
     else:
@@ -121,11 +121,11 @@ def show_layers(r) -> None:
                 f"{g.parameters:,}",
                 render.human_bytes(g.bytes),
             ]
-            for g in r.groups
+            for g in result.groups
         ]
         cols = ["block", "tensors", "dtype", "params", "bytes"]
-    render.show(render.table(r.ref, cols, rows, right={3, 4}))
-    render.line(f"total: {r.parameters:,} parameters, {render.human_bytes(r.bytes)}")
+    render.show(render.table(result.ref, cols, rows, right={3, 4}))
+    render.line(f"total: {result.parameters:,} parameters, {render.human_bytes(result.bytes)}")
 
 
 @app.command()
@@ -224,33 +224,33 @@ def compare(
     )
 
 
-def show_compare(r) -> None:
+def show_compare(result) -> None:
     rows = [
-        ("A", f"{r.a} ({r.parameters_a:,} params)"),
-        ("B", f"{r.b} ({r.parameters_b:,} params)"),
-        ("common tensors", r.common),
-        ("only in B (added)", len(r.added)),
-        ("only in A (removed)", len(r.removed)),
-        ("shape changed", len(r.shape_changed)),
-        ("dtype changed", len(r.dtype_changed)),
+        ("A", f"{result.a} ({result.parameters_a:,} params)"),
+        ("B", f"{result.b} ({result.parameters_b:,} params)"),
+        ("common tensors", result.common),
+        ("only in B (added)", len(result.added)),
+        ("only in A (removed)", len(result.removed)),
+        ("shape changed", len(result.shape_changed)),
+        ("dtype changed", len(result.dtype_changed)),
     ]
-    if r.values is not None:
-        rows.append(("max |A-B|", f"{r.max_abs_diff:.3g}" if r.values else "-"))
+    if result.values is not None:
+        rows.append(("max |A-B|", f"{result.max_abs_diff:.3g}" if result.values else "-"))
     render.show(render.kv_table("compare", rows))
-    for label, names in (("added", r.added), ("removed", r.removed)):
+    for label, names in (("added", result.added), ("removed", result.removed)):
         for name in names[:20]:
             render.line(f"{label}: {name}")
         if len(names) > 20:
             render.line(f"{label}: ... and {len(names) - 20} more")
-    changed = r.shape_changed + r.dtype_changed
-    for c in changed[:20]:
-        render.line(f"changed: {c['name']} {c['a']} -> {c['b']}")
+    changed = result.shape_changed + result.dtype_changed
+    for change in changed[:20]:
+        render.line(f"changed: {change['name']} {change['a']} -> {change['b']}")
     if len(changed) > 20:
         render.line(f"changed: ... and {len(changed) - 20} more (--json for all)")
-    if r.values and r.max_abs_diff == 0:
-        render.line(f"values: all {len(r.values)} matching tensors are bit-identical")
-    elif r.values:
-        worst = sorted(r.values, key=lambda v: -v.relative_l2)[:20]
+    if result.values and result.max_abs_diff == 0:
+        render.line(f"values: all {len(result.values)} matching tensors are bit-identical")
+    elif result.values:
+        worst = sorted(result.values, key=lambda v: -v.relative_l2)[:20]
         rows = [[v.name, f"{v.max_abs_diff:.3g}", f"{v.relative_l2:.3g}"] for v in worst]
         render.show(
             render.table(
@@ -276,15 +276,15 @@ def validate(
         raise typer.Exit(3)
 
 
-def show_validate(r) -> None:
-    for p in r.problems:
-        where = f" [{p.tensor}]" if p.tensor else ""
-        hint = f" (hint: {p.hint})" if p.hint else ""
-        render.line(f"{p.severity}: {p.code}{where}: {p.message}{hint}")
-    summary = r.to_dict()
-    errors = sum(p.severity == "error" for p in r.problems)
-    warnings = len(r.problems) - errors
-    verdict = "ok" if r.ok else "FAILED"
+def show_validate(report) -> None:
+    for problem in report.problems:
+        where = f" [{problem.tensor}]" if problem.tensor else ""
+        hint = f" (hint: {problem.hint})" if problem.hint else ""
+        render.line(f"{problem.severity}: {problem.code}{where}: {problem.message}{hint}")
+    summary = report.to_dict()
+    errors = sum(p.severity == "error" for p in report.problems)
+    warnings = len(report.problems) - errors
+    verdict = "ok" if report.ok else "FAILED"
     render.line(
         f"{verdict}: {summary.get('tensors_checked', '?')} tensors checked, {errors} errors, {warnings} warnings"
     )

@@ -34,18 +34,18 @@ def merge(
     )
 
 
-def show_merge(r) -> None:
-    d = r.to_dict()
+def show_merge(result) -> None:
+    summary = result.to_dict()
     rows = [
-        ("output", d["output"]),
-        ("modules merged", d["modules"]),
-        ("tensors merged", d["tensors_merged"]),
-        ("tensors replaced", d["tensors_replaced"]),
-        ("tensors copied", d["tensors_copied"]),
-        ("dtype", d["dtype"]),
-        ("scale", d["scale"]),
-        ("written", render.human_bytes(d["bytes_written"])),
-        ("time", f"{d['seconds']:.1f} s"),
+        ("output", summary["output"]),
+        ("modules merged", summary["modules"]),
+        ("tensors merged", summary["tensors_merged"]),
+        ("tensors replaced", summary["tensors_replaced"]),
+        ("tensors copied", summary["tensors_copied"]),
+        ("dtype", summary["dtype"]),
+        ("scale", summary["scale"]),
+        ("written", render.human_bytes(summary["bytes_written"])),
+        ("time", f"{summary['seconds']:.1f} s"),
     ]
     render.show(render.kv_table("lora merge", rows))
 
@@ -73,20 +73,24 @@ def inspect_cmd(
         raise typer.Exit(3)
 
 
-def show_inspect(r) -> None:
-    targets = ", ".join(f"{k} x{v['modules']}" for k, v in r.targets.items())
-    rank = r.rank if len(r.ranks) <= 1 else f"{r.rank} (pattern: {sorted(set(r.ranks))})"
+def show_inspect(report) -> None:
+    targets = ", ".join(f"{k} x{v['modules']}" for k, v in report.targets.items())
+    rank = (
+        report.rank
+        if len(report.ranks) <= 1
+        else f"{report.rank} (pattern: {sorted(set(report.ranks))})"
+    )
     rows = [
-        ("adapter", r.adapter),
+        ("adapter", report.adapter),
         ("rank", rank),
-        ("alpha", r.alpha),
-        ("scale", f"{r.scale:.4g}" + (" (rsLoRA)" if r.use_rslora else "")),
-        ("DoRA", r.use_dora),
+        ("alpha", report.alpha),
+        ("scale", f"{report.scale:.4g}" + (" (rsLoRA)" if report.use_rslora else "")),
+        ("DoRA", report.use_dora),
         ("targets", targets),
-        ("layers", r.layers),
-        ("parameters", f"{r.parameters:,}"),
-        ("modules_to_save", ", ".join(r.modules_to_save) or "-"),
-        ("total trainable", f"{r.total_parameters:,}"),
+        ("layers", report.layers),
+        ("parameters", f"{report.parameters:,}"),
+        ("modules_to_save", ", ".join(report.modules_to_save) or "-"),
+        ("total trainable", f"{report.total_parameters:,}"),
     ]
     render.show(render.kv_table("lora adapter", rows))
     mods = [
@@ -98,20 +102,20 @@ def show_inspect(r) -> None:
             f"{m.sparsity:.1%}",
             f"{m.norm_delta:.3g}" if m.norm_delta is not None else "-",
         ]
-        for m in r.modules[:40]
+        for m in report.modules[:40]
     ]
     render.show(
         render.table(
             "modules (effective rank at 99% energy)",
-            ["module", "rank", "eff. rank", f"top-{r.top_k} energy", "zeros", "|dW|"],
+            ["module", "rank", "eff. rank", f"top-{report.top_k} energy", "zeros", "|dW|"],
             mods,
             right={1, 2, 3, 4, 5},
         )
     )
-    if len(r.modules) > 40:
-        render.line(f"... and {len(r.modules) - 40} more modules (--json for all)")
-    for p in r.problems:
-        render.line(f"{p.severity}: {p.code}: {p.message} (hint: {p.hint})")
+    if len(report.modules) > 40:
+        render.line(f"... and {len(report.modules) - 40} more modules (--json for all)")
+    for problem in report.problems:
+        render.line(f"{problem.severity}: {problem.code}: {problem.message} (hint: {problem.hint})")
 
 
 @app.command()
@@ -202,29 +206,31 @@ def plan(
     )
 
 
-def _plan_rows(p) -> list[tuple[str, object]]:
-    adapter = f"r={p.rank}, alpha={p.alpha}, {p.target_set}: {', '.join(p.target_modules)}"
-    method = _METHOD_NAMES[p.method] + (" with 8-bit AdamW" if p.optimizer == "adamw8bit" else "")
-    batch = f"{p.batch_size} x {p.gradient_accumulation} accumulation = {p.effective_batch_size}"
+def _plan_rows(lora_plan) -> list[tuple[str, object]]:
+    adapter = f"r={lora_plan.rank}, alpha={lora_plan.alpha}, {lora_plan.target_set}: {', '.join(lora_plan.target_modules)}"
+    method = _METHOD_NAMES[lora_plan.method] + (
+        " with 8-bit AdamW" if lora_plan.optimizer == "adamw8bit" else ""
+    )
+    batch = f"{lora_plan.batch_size} x {lora_plan.gradient_accumulation} accumulation = {lora_plan.effective_batch_size}"
     trainable = (
-        f"{render.human_count(p.trainable_parameters)} of {render.human_count(p.parameters)}"
-        f" ({p.trainable_share:.2%})"
+        f"{render.human_count(lora_plan.trainable_parameters)} of {render.human_count(lora_plan.parameters)}"
+        f" ({lora_plan.trainable_share:.2%})"
     )
     memory = (
-        f"{render.human_bytes(p.memory.total_bytes)} of {render.human_bytes(p.vram_bytes)}"
-        f" ({p.utilization:.0%}; budget {render.human_bytes(p.budget_bytes)})"
+        f"{render.human_bytes(lora_plan.memory.total_bytes)} of {render.human_bytes(lora_plan.vram_bytes)}"
+        f" ({lora_plan.utilization:.0%}; budget {render.human_bytes(lora_plan.budget_bytes)})"
     )
     return [
-        ("model", p.model),
+        ("model", lora_plan.model),
         ("method", method),
-        ("adapter", adapter if p.rank else "-"),
+        ("adapter", adapter if lora_plan.rank else "-"),
         ("batch", batch),
-        ("gradient checkpointing", "on" if p.gradient_checkpointing else "off"),
-        ("sequence length", p.sequence_length),
+        ("gradient checkpointing", "on" if lora_plan.gradient_checkpointing else "off"),
+        ("sequence length", lora_plan.sequence_length),
         ("trainable", trainable),
         ("memory", memory),
-        ("speed vs full", f"{p.relative_speed:.2f}x"),
-        ("quality", p.quality_note),
+        ("speed vs full", f"{lora_plan.relative_speed:.2f}x"),
+        ("quality", lora_plan.quality_note),
     ]
 
 

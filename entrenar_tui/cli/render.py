@@ -92,13 +92,13 @@ def table(
 ) -> Table:
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    rich_table = Table(title=title, title_justify="left")
     right = right or set()
     for i, col in enumerate(columns):
-        t.add_column(col, justify="right" if i in right else "left", overflow="fold")
+        rich_table.add_column(col, justify="right" if i in right else "left", overflow="fold")
     for row in rows:
-        t.add_row(*("-" if v is None else str(v) for v in row))
-    return t
+        rich_table.add_row(*("-" if v is None else str(v) for v in row))
+    return rich_table
 
 
 def show(*renderables: Any) -> None:

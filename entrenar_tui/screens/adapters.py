@@ -87,10 +87,13 @@ def summary_text(report: dict) -> Text:
     targets = ", ".join(f"{k} x{v['modules']}" for k, v in (report.get("targets") or {}).items())
     text = Text()
     problems = report.get("problems") or []
-    for p in problems:  # first: at 80x24 the end of the summary may be out of view
-        style = "bold red" if p.get("severity") == "error" else "yellow"
-        text.append(f"{p.get('severity')}: {p.get('code')}: {p.get('message')}\n", style=style)
-        text.append(f"hint: {p.get('hint')}\n", style="dim")
+    for problem in problems:  # first: at 80x24 the end of the summary may be out of view
+        style = "bold red" if problem.get("severity") == "error" else "yellow"
+        text.append(
+            f"{problem.get('severity')}: {problem.get('code')}: {problem.get('message')}\n",
+            style=style,
+        )
+        text.append(f"hint: {problem.get('hint')}\n", style="dim")
     if not problems:
         text.append("no problems found\n", style="green")
     for label, value in (
@@ -226,17 +229,17 @@ class AdaptersScreen(EntrenarScreen):
         self.query_one(
             "#adapters-summary-box"
         ).border_title = f"summary: {short_label(message.path, 24)}"
-        for m in message.report.get("modules", []):
-            self.modules[m["name"]] = m
+        for module in message.report.get("modules", []):
+            self.modules[module["name"]] = module
             table.add_row(
-                m.get("kind"),
-                _number(m.get("layer"), "d"),
-                m.get("rank"),
-                _number(m.get("effective_rank"), "d"),
-                _number(m.get("energy_top_k"), ".1%"),
-                _number(m.get("norm_delta"), ".3g"),
-                m["name"],
-                key=m["name"],
+                module.get("kind"),
+                _number(module.get("layer"), "d"),
+                module.get("rank"),
+                _number(module.get("effective_rank"), "d"),
+                _number(module.get("energy_top_k"), ".1%"),
+                _number(module.get("norm_delta"), ".3g"),
+                module["name"],
+                key=module["name"],
             )
         table.border_title = f"modules ({len(self.modules)})"
         if self.modules:

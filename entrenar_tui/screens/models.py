@@ -94,12 +94,15 @@ def validate_text(document: dict) -> Text:
         f"{document.get('errors', 0)} errors, {document.get('warnings', 0)} warnings",
         style="bold green" if ok else "bold red",
     )
-    for p in document.get("problems", []):
-        where = f" [{p['tensor']}]" if p.get("tensor") else ""
-        style = "red" if p.get("severity") == "error" else "yellow"
-        text.append(f"\n{p.get('severity')}: {p.get('code')}{where}: {p.get('message')}", style)
-        if p.get("hint"):
-            text.append(f"\n  hint: {p['hint']}", style="dim")
+    for problem in document.get("problems", []):
+        where = f" [{problem['tensor']}]" if problem.get("tensor") else ""
+        style = "red" if problem.get("severity") == "error" else "yellow"
+        text.append(
+            f"\n{problem.get('severity')}: {problem.get('code')}{where}: {problem.get('message')}",
+            style,
+        )
+        if problem.get("hint"):
+            text.append(f"\n  hint: {problem['hint']}", style="dim")
     return text
 
 
@@ -266,9 +269,13 @@ class ModelsScreen(EntrenarScreen):
         for name, value in info_rows(message.info):
             info.add_row(name, value)
         result = message.layers
-        for g in result.groups:
+        for group in result.groups:
             layers.add_row(
-                g.name, g.tensors, ",".join(g.dtypes), f"{g.parameters:,}", format_bytes(g.bytes)
+                group.name,
+                group.tensors,
+                ",".join(group.dtypes),
+                f"{group.parameters:,}",
+                format_bytes(group.bytes),
             )
         layers.border_title = f"layers: {result.parameters:,} params, {format_bytes(result.bytes)}"
 

@@ -168,8 +168,8 @@ def _fail(path: Path, what: str) -> CorruptFileError:
 
 def _load_document(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
+        with open(path, "rb") as handle:
+            doc = json.loads(handle.read().decode("utf-8"))
     except OSError as exc:
         raise CorruptFileError(f"{path}: cannot read ({exc.strerror})", "check the path") from exc
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, 5000-digit ints, nesting
@@ -295,14 +295,16 @@ def write_apr_inline(
 ) -> dict[str, str]:
     """Stream one JSON file, base64 tensor after tensor. Returns each tensor's sha256."""
     digests = {}
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_head(metadata, config, "inline", None))
-        for i, t in enumerate(tensors):
-            arr = _loaded(t)
-            digests[t.name] = sha256_of(arr)
-            entry = _entry(t, digests[t.name]) | {"b64": base64.b64encode(byte_view(arr)).decode()}
-            f.write(("  " if i == 0 else ",\n  ") + json.dumps(entry))
-        f.write("\n ]\n}\n")
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(_head(metadata, config, "inline", None))
+        for i, tensor in enumerate(tensors):
+            arr = _loaded(tensor)
+            digests[tensor.name] = sha256_of(arr)
+            entry = _entry(tensor, digests[tensor.name]) | {
+                "b64": base64.b64encode(byte_view(arr)).decode()
+            }
+            out.write(("  " if i == 0 else ",\n  ") + json.dumps(entry))
+        out.write("\n ]\n}\n")
     return digests
 
 
@@ -316,16 +318,16 @@ def write_apr_sidecar(
 ) -> dict[str, str]:
     """Raw bytes into `data_path` (aligned, one tensor at a time), then the JSON index into `path`."""
     digests, entries, offset = {}, [], 0
-    with open(data_path, "wb") as f, ThreadPoolExecutor(1) as pool:
-        for t in tensors:
+    with open(data_path, "wb") as out, ThreadPoolExecutor(1) as pool:
+        for tensor in tensors:
             pad = -offset % ALIGNMENT
-            f.write(b"\0" * pad)
+            out.write(b"\0" * pad)
             offset += pad
-            digests[t.name] = write_hashed(f, _loaded(t), pool)
-            entries.append(_entry(t, digests[t.name]) | {"offset": offset})
-            offset += t.nbytes
-        os.fsync(f.fileno())
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_head(metadata, config, "sidecar", sidecar_name))
-        f.write(",\n".join("  " + json.dumps(e) for e in entries) + "\n ]\n}\n")
+            digests[tensor.name] = write_hashed(out, _loaded(tensor), pool)
+            entries.append(_entry(tensor, digests[tensor.name]) | {"offset": offset})
+            offset += tensor.nbytes
+        os.fsync(out.fileno())
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(_head(metadata, config, "sidecar", sidecar_name))
+        out.write(",\n".join("  " + json.dumps(e) for e in entries) + "\n ]\n}\n")
     return digests

@@ -150,15 +150,17 @@ def _write_tensors(writer, tensors: list[_Tensor]) -> list[int]:
     """Tensor infos first, then each tensor's data: one tensor in memory at a time."""
     import gguf
 
-    for t in tensors:
-        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(t.shape, t.qtype)))
-        writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes, raw_dtype=t.qtype)
+    for tensor in tensors:
+        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(tensor.shape, tensor.qtype)))
+        writer.add_tensor_info(
+            tensor.name, tensor.shape, np.dtype(np.float32), nbytes, raw_dtype=tensor.qtype
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     checksums = []
-    for t in tensors:
-        data = quants.quantize(t.load(), t.qtype)
+    for tensor in tensors:
+        data = quants.quantize(tensor.load(), tensor.qtype)
         checksums.append(zlib.crc32(data))
         writer.write_tensor_data(data)
     writer.close()
@@ -224,20 +226,22 @@ def _plan_safetensors(model: Model, qtype) -> _Plan:
         {".attn_q.": info.heads, ".attn_k.": info.kv_heads or info.heads} if arch == "llama" else {}
     )
     tensors = _rope_freqs(config, info.head_dim)
-    for t in model.tensors:
-        if is_buffer(t) or (info.tied_embeddings and t.name == "lm_head.weight"):
+    for tensor in model.tensors:
+        if is_buffer(tensor) or (info.tied_embeddings and tensor.name == "lm_head.weight"):
             continue
-        name = name_map.get_name(t.name, try_suffixes=(".weight", ".bias"))
+        name = name_map.get_name(tensor.name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise UnsupportedError(f"tensor {t.name!r} has no llama.cpp name", UNSUPPORTED_HINT)
-        load = partial(model.read, t)
+            raise UnsupportedError(
+                f"tensor {tensor.name!r} has no llama.cpp name", UNSUPPORTED_HINT
+            )
+        load = partial(model.read, tensor)
         for part, count in heads.items():
             if part in name:
                 load = partial(_permuted, load, count)
-        tensors.append(_Tensor(name, tuple(t.shape), qtype, load))
+        tensors.append(_Tensor(name, tuple(tensor.shape), qtype, load))
     names = {t.name for t in tensors}
-    for t in tensors:
-        t.qtype = _target_type(t.shape, qtype, _is_head(t.name, names))
+    for tensor in tensors:
+        tensor.qtype = _target_type(tensor.shape, qtype, _is_head(tensor.name, names))
     notes = []
     if not info.tied_embeddings and not any(t.name == "output.weight" for t in tensors):
         notes.append("no lm_head.weight in the input: llama.cpp will reuse token_embd as output")
@@ -447,16 +451,17 @@ def _copy_metadata(reader, writer) -> None:
     """Every key of the source (tokenizer and chat template included); strings as raw bytes."""
     import gguf
 
-    V = gguf.GGUFValueType
+    value_type = gguf.GGUFValueType
     for name, fld in reader.fields.items():
         if name.startswith("GGUF.") or name in _DROPPED_KEYS:
             continue
         kind, parts = fld.types[0], [fld.parts[i] for i in fld.data]
-        if kind != V.ARRAY:
+        if kind != value_type.ARRAY:
             writer.add_key_value(
-                name, bytes(parts[0]) if kind == V.STRING else parts[0].tolist()[0], kind
+                name, bytes(parts[0]) if kind == value_type.STRING else parts[0].tolist()[0], kind
             )
-        elif fld.types[-1] != V.ARRAY and parts:  # nested and empty arrays: none in llama models
+        elif fld.types[-1] != value_type.ARRAY and parts:
+            # (nested and empty arrays are skipped: none in llama models)
             sub = fld.types[-1]
-            values = [bytes(p) if sub == V.STRING else p.tolist()[0] for p in parts]
-            writer.add_key_value(name, values, V.ARRAY, sub_type=sub)
+            values = [bytes(p) if sub == value_type.STRING else p.tolist()[0] for p in parts]
+            writer.add_key_value(name, values, value_type.ARRAY, sub_type=sub)

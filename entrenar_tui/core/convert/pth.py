@@ -87,11 +87,13 @@ def write_pth(path: Path, tensors: list[TensorSource]) -> dict[str, str]:
     import torch
 
     state, digests = {}, {}
-    for t in tensors:
-        arr = np.asarray(t.load(), order="C")
-        if arr.nbytes != t.nbytes:
-            raise ValueError(f"tensor {t.name}: loaded {arr.nbytes} bytes, planned {t.nbytes}")
-        digests[t.name] = sha256_of(arr)
-        state[t.name] = raw_to_torch(arr, t.dtype)
+    for tensor in tensors:
+        arr = np.asarray(tensor.load(), order="C")
+        if arr.nbytes != tensor.nbytes:
+            raise ValueError(
+                f"tensor {tensor.name}: loaded {arr.nbytes} bytes, planned {tensor.nbytes}"
+            )
+        digests[tensor.name] = sha256_of(arr)
+        state[tensor.name] = raw_to_torch(arr, tensor.dtype)
     torch.save(state, path)
     return digests

@@ -115,6 +115,7 @@ def _quantize(arr: np.ndarray, block_bytes: int, kernel, name: str) -> np.ndarra
     return out.reshape(*arr.shape[:-1], arr.shape[-1] // BLOCK * block_bytes)
 
 
+# The kernels keep the ggml reference names (ggml-quants.c, gguf-py): x blocks, d scale, q quants.
 def _scale_inverse(d):
     """gguf-py's `np.where(d == 0, 0, 1 / d)`, and which blocks torch must not finish.
 

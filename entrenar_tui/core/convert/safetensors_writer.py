@@ -58,13 +58,13 @@ def header_bytes(tensors: list[TensorSource], metadata: dict[str, str]) -> bytes
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
-    for t in tensors:
-        header[t.name] = {
-            "dtype": t.dtype,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + t.nbytes],
+    for tensor in tensors:
+        header[tensor.name] = {
+            "dtype": tensor.dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
         }
-        offset += t.nbytes
+        offset += tensor.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return blob + b" " * (-len(blob) % 8)
 
@@ -78,14 +78,16 @@ def write_safetensors(
         raise ValueError("duplicate tensor names in one safetensors file")
     header = header_bytes(tensors, metadata)
     digests = {}
-    with open(path, "wb") as f, ThreadPoolExecutor(1) as pool:
-        f.write(struct.pack("<Q", len(header)))
-        f.write(header)
-        for t in tensors:
-            arr = np.asarray(t.load(), order="C")
-            if arr.nbytes != t.nbytes:
-                raise ValueError(f"tensor {t.name}: loaded {arr.nbytes} bytes, planned {t.nbytes}")
-            digests[t.name] = write_hashed(f, arr, pool)
+    with open(path, "wb") as out, ThreadPoolExecutor(1) as pool:
+        out.write(struct.pack("<Q", len(header)))
+        out.write(header)
+        for tensor in tensors:
+            arr = np.asarray(tensor.load(), order="C")
+            if arr.nbytes != tensor.nbytes:
+                raise ValueError(
+                    f"tensor {tensor.name}: loaded {arr.nbytes} bytes, planned {tensor.nbytes}"
+                )
+            digests[tensor.name] = write_hashed(out, arr, pool)
     return digests
 
 

@@ -46,55 +46,58 @@ def micro_batch(s: Setup, micro: int) -> Batch:
     return Batch(blocks, ids.to(to), labels.to(to), mask.to(to) if mask is not None else None)
 
 
-def _cpu_micro_batch(s: Setup, micro: int, rank: int) -> Batch:
+def _cpu_micro_batch(setup: Setup, micro: int, rank: int) -> Batch:
     """Rank `rank`'s `micro`-th micro-batch, on the CPU. Global micro-batch g covers blocks
     [g*B, (g+1)*B) of the epoch's permutation; rank r takes g = micro*W + r, so W ranks with
     accumulation A see exactly the blocks one process sees with accumulation A*W."""
-    bs = s.config.training.batch_size
-    per_epoch = len(s.train_blocks) // bs
-    g = micro * s.world_size + rank
-    epoch, index = divmod(g, per_epoch)
+    bs = setup.config.training.batch_size
+    per_epoch = len(setup.train_blocks) // bs
+    global_micro = micro * setup.world_size + rank
+    epoch, index = divmod(global_micro, per_epoch)
     order = torch.randperm(
-        len(s.train_blocks), generator=torch.Generator().manual_seed(s.config.seed * 1000 + epoch)
+        len(setup.train_blocks),
+        generator=torch.Generator().manual_seed(setup.config.seed * 1000 + epoch),
     )
     chosen = order[index * bs : (index + 1) * bs].tolist()
-    length = s.config.dataset.max_length
-    rows = [s.train_blocks[i] for i in chosen]
-    ids = torch.tensor([row + [s.pad_id] * (length - len(row)) for row in rows], dtype=torch.long)
+    length = setup.config.dataset.max_length
+    rows = [setup.train_blocks[i] for i in chosen]
+    ids = torch.tensor(
+        [row + [setup.pad_id] * (length - len(row)) for row in rows], dtype=torch.long
+    )
     mask = torch.tensor([[1] * len(row) + [0] * (length - len(row)) for row in rows])
     labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)
     return Batch(chosen, ids, labels, mask if bool((mask == 0).any()) else None)
 
 
-def window_counts(s: Setup, micro: int) -> tuple[int, int]:
+def window_counts(setup: Setup, micro: int) -> tuple[int, int]:
     """(tokens, positions) of the accumulation window starting at `micro`, over every rank.
 
     The losses divide by these totals so that the window's gradient is that of one big batch.
     Each rank counts every rank's blocks itself (token ids on the CPU): no collective."""
     tokens = positions = 0
-    for offset in range(s.config.training.gradient_accumulation):
-        for rank in range(s.world_size):
-            batch = _cpu_micro_batch(s, micro + offset, rank)
+    for offset in range(setup.config.training.gradient_accumulation):
+        for rank in range(setup.world_size):
+            batch = _cpu_micro_batch(setup, micro + offset, rank)
             tokens += batch.num_tokens
             positions += batch.num_positions
     return tokens, positions
 
 
-def teacher_logits(s: Setup, batch: Batch, want_states: bool):
+def teacher_logits(setup: Setup, batch: Batch, want_states: bool):
     """Teacher forward under no_grad, or its top-k cache once every block has been seen. With the
     cache enabled, cached and uncached steps both use the reconstruction of `_compress`, so they
     compute the same loss."""
     blocks = batch.blocks
-    cache = s.config.distillation.teacher_cache
-    cached = cache.enabled and not want_states and all(b in s.teacher_cache for b in blocks)
+    cache = setup.config.distillation.teacher_cache
+    cached = cache.enabled and not want_states and all(b in setup.teacher_cache for b in blocks)
     outputs = None
     if cached:
-        entries = [s.teacher_cache[b] for b in blocks]
-        parts = [torch.stack([e[i] for e in entries]).to(s.device) for i in range(3)]
+        entries = [setup.teacher_cache[b] for b in blocks]
+        parts = [torch.stack([e[i] for e in entries]).to(setup.device) for i in range(3)]
     else:
         with torch.no_grad():
-            need_att = s.loss_fn.needs_attentions
-            outputs = s.teacher(
+            need_att = setup.loss_fn.needs_attentions
+            outputs = setup.teacher(
                 input_ids=batch.ids,
                 attention_mask=batch.attention_mask,
                 output_hidden_states=want_states,
@@ -102,13 +105,15 @@ def teacher_logits(s: Setup, batch: Batch, want_states: bool):
             )
         if not cache.enabled:
             return outputs.logits, outputs
-        parts = _compress(outputs.logits, cache.top_k, s.config.distillation.temperature)
-        if s.cache_coverage is None:
-            s.cache_coverage = _coverage(outputs.logits, parts, s.config.distillation.temperature)
-        for row, b in enumerate(blocks):
-            s.teacher_cache[b] = tuple(p[row].cpu() for p in parts)
+        parts = _compress(outputs.logits, cache.top_k, setup.config.distillation.temperature)
+        if setup.cache_coverage is None:
+            setup.cache_coverage = _coverage(
+                outputs.logits, parts, setup.config.distillation.temperature
+            )
+        for row, block in enumerate(blocks):
+            setup.teacher_cache[block] = tuple(p[row].cpu() for p in parts)
     values, indices, tail = parts
-    full = tail.float().expand(*indices.shape[:-1], s.student.config.vocab_size)
+    full = tail.float().expand(*indices.shape[:-1], setup.student.config.vocab_size)
     return full.clone().scatter_(-1, indices.long(), values.float()), outputs
 
 
@@ -131,7 +136,7 @@ def _coverage(logits: torch.Tensor, parts, temperature: float) -> float:
     return float((head - total).exp().mean())
 
 
-def _compress(logits: torch.Tensor, k: int, temperature: float):
+def _compress(logits: torch.Tensor, top_k: int, temperature: float):
     """(top-k logits as fp16, their int32 indices, one fp32 logit for every other token).
 
     The tail logit is chosen so that, at the run's temperature, the tokens outside the top k keep
@@ -141,7 +146,7 @@ def _compress(logits: torch.Tensor, k: int, temperature: float):
     on the demo's first batch)."""
     logits = logits.float()
     vocab = logits.shape[-1]
-    top = logits.topk(min(k, vocab - 1), dim=-1)
+    top = logits.topk(min(top_k, vocab - 1), dim=-1)
     values = top.values.half()
     scaled_total = torch.logsumexp(logits / temperature, -1, keepdim=True)
     scaled_head = torch.logsumexp(values.float() / temperature, -1, keepdim=True)

@@ -43,24 +43,24 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([t.cpu() for t in cuda[:count]])
 
 
-def save_checkpoint(s: Setup, p: Progress, run: RunDir) -> Path:
+def save_checkpoint(setup: Setup, progress: Progress, run: RunDir) -> Path:
     def write(folder: Path) -> None:
-        trainable = {k: v for k, v in _unwrap(s.student).state_dict().items()}
+        trainable = {k: v for k, v in _unwrap(setup.student).state_dict().items()}
         torch.save(
             {
                 "student": trainable,
-                "loss_fn": s.loss_fn.state_dict(),
-                "optimizer": s.optimizer.state_dict(),
-                "scheduler": s.scheduler.state_dict(),
-                "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+                "loss_fn": setup.loss_fn.state_dict(),
+                "optimizer": setup.optimizer.state_dict(),
+                "scheduler": setup.scheduler.state_dict(),
+                "scaler": setup.scaler.state_dict() if setup.scaler is not None else None,
                 "rng": rng_state(),
-                "progress": asdict(p),
+                "progress": asdict(progress),
             },
             folder / "trainer.pt",
         )
 
     return run.save_checkpoint(
-        p.step, write, _checkpoint_bytes(s), s.config.output.keep_checkpoints
+        progress.step, write, _checkpoint_bytes(setup), setup.config.output.keep_checkpoints
     )
 
 

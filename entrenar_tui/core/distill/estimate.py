@@ -80,30 +80,32 @@ def estimate_distillation(
         device = config.device if config.device != "auto" else auto_device()
     teacher = Model.open(config.teacher.model_id)
     arch, cfg, params = _student_arch(config, teacher)
-    t, lora = config.training, config.student.lora
+    training, lora = config.training, config.student.lora
     seq = config.dataset.max_length
     student = estimate_memory(
         arch,
         config=cfg,
         parameters=params,
-        batch_size=t.batch_size,
+        batch_size=training.batch_size,
         sequence_length=seq,
         optimizer="adamw",
         precision="fp32",
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=training.gradient_checkpointing,
         lora_rank=lora.rank if lora.enabled else None,
         lora_targets=lora.target_modules if lora.enabled else None,
         attention="eager",
         device=device,
         master_weights=False,
     )
-    teacher_terms = teacher_inference_bytes(teacher.arch, teacher.parameters, t.batch_size, seq)
+    teacher_terms = teacher_inference_bytes(
+        teacher.arch, teacher.parameters, training.batch_size, seq
+    )
     breakdown = {**teacher_terms, **{f"student_{k}": v for k, v in student.breakdown.items()}}
     result = DistillEstimate(
         teacher=config.teacher.model_id,
         student=config.student.model_id
         or f"teacher layers {config.student.init_from_teacher.layers}",
-        batch_size=t.batch_size,
+        batch_size=training.batch_size,
         sequence_length=seq,
         device=device,
         total_bytes=sum(breakdown.values()),
@@ -141,28 +143,28 @@ def _measure(config: DistillConfig, result: DistillEstimate, steps: int) -> None
             )
         }
     )
-    s = build(small)
+    setup = build(small)
     needed = (steps + 1) * config.training.batch_size * config.training.gradient_accumulation
-    if len(s.train_blocks) < needed:
+    if len(setup.train_blocks) < needed:
         raise InvalidInputError(
-            f"the dataset has too few blocks ({len(s.train_blocks)}) to time {steps + 1} steps",
+            f"the dataset has too few blocks ({len(setup.train_blocks)}) to time {steps + 1} steps",
             "lower dataset.max_length or add text",
         )
-    p = Progress()
-    train_step(s, p, None)
+    progress = Progress()
+    train_step(setup, progress, None)
     started = time.perf_counter()
     for _ in range(steps):
-        train_step(s, p, None)
-    if s.device.startswith("cuda"):
+        train_step(setup, progress, None)
+    if setup.device.startswith("cuda"):
         torch.cuda.synchronize()
     per_step = (time.perf_counter() - started) / steps
-    t = config.training
-    full_steps = t.max_steps
+    training = config.training
+    full_steps = training.max_steps
     result.seconds_per_step = per_step
     result.tokens_per_second = (
-        t.batch_size * t.gradient_accumulation * config.dataset.max_length / per_step
+        training.batch_size * training.gradient_accumulation * config.dataset.max_length / per_step
     )
-    result.device = s.device
+    result.device = setup.device
     if full_steps:
         result.total_steps = full_steps
         result.estimated_seconds = per_step * full_steps

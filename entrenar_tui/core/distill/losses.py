@@ -251,10 +251,10 @@ class _MappedLayerLoss(nn.Module):
         num_positions: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         per_layer = []
-        for s, t in self.layer_mapping:
-            student = _pick(student_states, s, "student")
-            teacher = _pick(teacher_states, t, "teacher").detach()
-            per_position = self._per_position(s, student, teacher)  # (batch, seq)
+        for student_layer, teacher_layer in self.layer_mapping:
+            student = _pick(student_states, student_layer, "student")
+            teacher = _pick(teacher_states, teacher_layer, "teacher").detach()
+            per_position = self._per_position(student_layer, student, teacher)  # (batch, seq)
             weights = (
                 torch.ones_like(per_position)
                 if attention_mask is None

@@ -140,12 +140,12 @@ def student_from_teacher(teacher, layers: list[int]):
     import torch
 
     path, blocks = _layer_list(teacher)
-    n = len(blocks)
-    bad = [i for i in layers if i >= n]
+    layer_count = len(blocks)
+    bad = [i for i in layers if i >= layer_count]
     if bad:
         raise InvalidInputError(
-            f"student.init_from_teacher.layers {bad} out of range: the teacher has {n} layers",
-            f"use indices 0..{n - 1}",
+            f"student.init_from_teacher.layers {bad} out of range: the teacher has {layer_count} layers",
+            f"use indices 0..{layer_count - 1}",
         )
     config = copy.deepcopy(teacher.config)
     for attr in ("num_hidden_layers", "n_layer"):

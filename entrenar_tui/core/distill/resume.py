@@ -156,12 +156,12 @@ def schedule_note(plan: ResumePlan) -> str | None:
     from .trainer import lr_lambda
 
     old, new = plan.changes.get("training.max_steps", [None, None])
-    t = plan.config.training
-    if old is None or new is None or t.scheduler == "constant":
+    training = plan.config.training
+    if old is None or new is None or training.scheduler == "constant":
         return None
-    before = lr_lambda(t.scheduler, t.warmup_steps, old)(plan.from_step)
-    after = lr_lambda(t.scheduler, t.warmup_steps, new)(plan.from_step)
+    before = lr_lambda(training.scheduler, training.warmup_steps, old)(plan.from_step)
+    after = lr_lambda(training.scheduler, training.warmup_steps, new)(plan.from_step)
     return (
-        f"training.max_steps {old} -> {new}: the {t.scheduler} schedule now decays over {new} "
+        f"training.max_steps {old} -> {new}: the {training.scheduler} schedule now decays over {new} "
         f"steps (lr factor at step {plan.from_step}: {before:.3f} -> {after:.3f})"
     )

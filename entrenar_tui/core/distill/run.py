@@ -38,8 +38,8 @@ def peak_memory_bytes(device: str) -> int:
         torch.cuda.reset_peak_memory_stats()
         return peak
     try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
+        with open("/proc/self/status", encoding="ascii") as status_file:
+            for line in status_file:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
@@ -52,9 +52,15 @@ def peak_memory_bytes(device: str) -> int:
 # ------------------------------------------------------------------------------ evaluation
 
 
-def _eval_record(s: Setup, step: int, with_samples: bool) -> dict:
-    t = s.config.training
-    result = evaluate(_unwrap(s.student), s.eval_blocks, t.batch_size, s.device, teacher=s.teacher)
+def _eval_record(setup: Setup, step: int, with_samples: bool) -> dict:
+    training = setup.config.training
+    result = evaluate(
+        _unwrap(setup.student),
+        setup.eval_blocks,
+        training.batch_size,
+        setup.device,
+        teacher=setup.teacher,
+    )
     record = {
         "kind": "eval",
         "step": step,
@@ -66,7 +72,7 @@ def _eval_record(s: Setup, step: int, with_samples: bool) -> dict:
         "samples": [],
     }
     if with_samples:
-        record["samples"] = greedy_samples(_unwrap(s.student), s.tokenizer, s.device)
+        record["samples"] = greedy_samples(_unwrap(setup.student), setup.tokenizer, setup.device)
     return record
 
 
@@ -122,10 +128,12 @@ def run_distillation(
     )
     try:
         _note_resume(plan, run, emit)
-        s = build(config)
-        check_batch_fits(len(s.train_blocks), config.training.batch_size, config.dataset.max_length)
-        result = _loop(s, run, resume, emit, should_stop, started)
-        if s.world_size > 1:
+        setup = build(config)
+        check_batch_fits(
+            len(setup.train_blocks), config.training.batch_size, config.dataset.max_length
+        )
+        result = _loop(setup, run, resume, emit, should_stop, started)
+        if setup.world_size > 1:
             import torch.distributed as dist
 
             dist.barrier()
@@ -182,28 +190,28 @@ def _mark_failed(run: RunDir, message: str, hint: str) -> None:
 
 
 def _start_or_resume(
-    s: Setup, run: RunDir, resume: bool, emit: Event
+    setup: Setup, run: RunDir, resume: bool, emit: Event
 ) -> tuple[Progress, Path | None, dict]:
     checkpoint = run.latest_checkpoint() if resume else None
     if checkpoint is not None:
-        p = load_checkpoint(s, checkpoint)
-        run.truncate_metrics_after(p.step)
+        progress = load_checkpoint(setup, checkpoint)
+        run.truncate_metrics_after(progress.step)
         run.log(f"resumed from {checkpoint.name}")
-        emit({"event": "resume", "step": p.step, "checkpoint": str(checkpoint)})
-        return p, checkpoint, _baseline_from_metrics(run)
+        emit({"event": "resume", "step": progress.step, "checkpoint": str(checkpoint)})
+        return progress, checkpoint, _baseline_from_metrics(run)
     if resume:  # killed before its first checkpoint: start again, as if new
         run.truncate_metrics_after(-1)
         message = f"no checkpoint in {run.path}: restarting from step 0"
         run.log(message)
         emit({"event": "note", "message": message})
-    if not s.eval_blocks:
+    if not setup.eval_blocks:
         message = (
             "no held-out blocks (dataset.eval_fraction is 0, or the dataset is tiny): no evaluation"
         )
         run.log(message)
         emit({"event": "note", "message": message})
         return Progress(), None, {}
-    before = _eval_record(s, 0, with_samples=False)  # one teacher pass: agreement and its ppl
+    before = _eval_record(setup, 0, with_samples=False)  # one teacher pass: agreement and its ppl
     teacher = {"eval_loss": before["teacher_eval_loss"], "eval_ppl": before["teacher_eval_ppl"]}
     baseline = {"teacher": teacher, "student_before": before}
     run.append_metrics(before)
@@ -230,81 +238,94 @@ def _baseline_from_metrics(run: RunDir) -> dict:
 
 
 def _loop(
-    s: Setup, run: RunDir, resume: bool, emit: Event, should_stop, started: float
+    setup: Setup, run: RunDir, resume: bool, emit: Event, should_stop, started: float
 ) -> RunResult:
-    t, out = s.config.training, s.config.output
-    leader = s.rank == 0
-    p, last_ckpt, baseline = _start_or_resume(s, run, resume, emit)
-    emit({"event": "start", "total_steps": s.total_steps, "step": p.step, "run_dir": str(run.path)})
-    run.write_status("running", p.step, s.total_steps)
+    training, out = setup.config.training, setup.config.output
+    leader = setup.rank == 0
+    progress, last_ckpt, baseline = _start_or_resume(setup, run, resume, emit)
+    emit(
+        {
+            "event": "start",
+            "total_steps": setup.total_steps,
+            "step": progress.step,
+            "run_dir": str(run.path),
+        }
+    )
+    run.write_status("running", progress.step, setup.total_steps)
     clock = time.perf_counter()
-    s.student.train()
+    setup.student.train()
     cache_noted, last_eval = False, {}
-    while p.step < s.total_steps:
-        tokens_before, step_start = p.tokens, time.perf_counter()
+    while progress.step < setup.total_steps:
+        tokens_before, step_start = progress.tokens, time.perf_counter()
         # the ranks agree inside the step (one all-reduce) on its losses and on stopping
-        terms = train_step(s, p, last_ckpt, should_stop)
+        terms = train_step(setup, progress, last_ckpt, should_stop)
         stopping = terms.pop("stop")
-        if leader and s.cache_coverage is not None and not cache_noted:
+        if leader and setup.cache_coverage is not None and not cache_noted:
             cache_noted = True
-            _note_cache_coverage(s, run, emit)
-        p.last_loss = terms["loss"]
-        p.first_loss = p.first_loss if p.first_loss is not None else terms["loss"]
+            _note_cache_coverage(setup, run, emit)
+        progress.last_loss = terms["loss"]
+        progress.first_loss = (
+            progress.first_loss if progress.first_loss is not None else terms["loss"]
+        )
         now = time.perf_counter()
-        if leader and (p.step % t.log_every == 0 or p.step == s.total_steps):
+        if leader and (
+            progress.step % training.log_every == 0 or progress.step == setup.total_steps
+        ):
             record = {
                 "kind": "train",
-                "step": p.step,
-                "epoch": p.micro
-                * s.config.training.batch_size
-                * s.world_size
-                / max(1, len(s.train_blocks)),
-                "time_s": p.elapsed + now - clock,
-                "tokens": p.tokens,
+                "step": progress.step,
+                "epoch": progress.micro
+                * setup.config.training.batch_size
+                * setup.world_size
+                / max(1, len(setup.train_blocks)),
+                "time_s": progress.elapsed + now - clock,
+                "tokens": progress.tokens,
                 **terms,
-                "tokens_per_s": (p.tokens - tokens_before) / max(now - step_start, 1e-9),
-                "memory_bytes": peak_memory_bytes(s.device),
+                "tokens_per_s": (progress.tokens - tokens_before) / max(now - step_start, 1e-9),
+                "memory_bytes": peak_memory_bytes(setup.device),
             }
             run.append_metrics(record)
-            run.write_status("running", p.step, s.total_steps)
+            run.write_status("running", progress.step, setup.total_steps)
             emit({"event": "train", **record})
         # evaluate before checkpointing, so a step's eval line comes before its checkpoint;
         # the last step's evaluation is the run's final one (_finish reuses it)
-        periodic = t.eval_every and p.step % t.eval_every == 0
-        if leader and s.eval_blocks and (periodic or p.step == s.total_steps):
-            last_eval = _eval_record(s, p.step, with_samples=True)
+        periodic = training.eval_every and progress.step % training.eval_every == 0
+        if leader and setup.eval_blocks and (periodic or progress.step == setup.total_steps):
+            last_eval = _eval_record(setup, progress.step, with_samples=True)
             run.append_metrics(last_eval)
             emit({"event": "eval", **last_eval})
-        if leader and ((out.checkpoint_every and p.step % out.checkpoint_every == 0) or stopping):
-            p.elapsed += time.perf_counter() - clock
+        if leader and (
+            (out.checkpoint_every and progress.step % out.checkpoint_every == 0) or stopping
+        ):
+            progress.elapsed += time.perf_counter() - clock
             clock = time.perf_counter()
-            last_ckpt = save_checkpoint(s, p, run)
-            emit({"event": "checkpoint", "step": p.step, "path": str(last_ckpt)})
+            last_ckpt = save_checkpoint(setup, progress, run)
+            emit({"event": "checkpoint", "step": progress.step, "path": str(last_ckpt)})
         if stopping:
-            run.write_status("stopped", p.step, s.total_steps)
-            run.log(f"stopped at step {p.step} on request")
-            emit({"event": "end", "state": "stopped", "step": p.step})
+            run.write_status("stopped", progress.step, setup.total_steps)
+            run.log(f"stopped at step {progress.step} on request")
+            emit({"event": "end", "state": "stopped", "step": progress.step})
             return RunResult(
                 str(run.path),
                 "stopped",
-                p.step,
-                s.total_steps,
+                progress.step,
+                setup.total_steps,
                 None,
                 time.perf_counter() - started,
-                p.tokens,
-                p.first_loss,
-                p.last_loss,
+                progress.tokens,
+                progress.first_loss,
+                progress.last_loss,
             )
-    return _finish(s, run, p, baseline, emit, started, last_eval)
+    return _finish(setup, run, progress, baseline, emit, started, last_eval)
 
 
 FINAL_SUFFIXES = {"gguf": ".gguf", "pth": ".pth", "apr": ".apr"}
 
 
-def _export_final(s: Setup, run: RunDir, emit: Event) -> None:
+def _export_final(setup: Setup, run: RunDir, emit: Event) -> None:
     """`output.format`: the final student also as `final.<format>`, through `distill export`
     (a LoRA student is merged into its base). safetensors is final/ itself."""
-    fmt = s.config.output.format
+    fmt = setup.config.output.format
     if fmt == "safetensors":
         return
     from .export import export_run
@@ -321,14 +342,14 @@ def _export_final(s: Setup, run: RunDir, emit: Event) -> None:
     emit({"event": "note", "message": f"final student exported as {fmt}: {target}"})
 
 
-def _note_cache_coverage(s: Setup, run: RunDir, emit: Event) -> None:
+def _note_cache_coverage(setup: Setup, run: RunDir, emit: Event) -> None:
     """Say how lossy the teacher cache is: a flat teacher (high T) keeps little in its top k."""
-    d = s.config.distillation
+    distillation = setup.config.distillation
     message = (
-        f"teacher cache: the top {d.teacher_cache.top_k} tokens hold {s.cache_coverage:.1%} of "
-        f"the teacher's probability at T={d.temperature:g}; the rest is kept as an even tail"
+        f"teacher cache: the top {distillation.teacher_cache.top_k} tokens hold {setup.cache_coverage:.1%} of "
+        f"the teacher's probability at T={distillation.temperature:g}; the rest is kept as an even tail"
     )
-    if s.cache_coverage < 0.5:
+    if setup.cache_coverage < 0.5:
         message += (
             " (under half: the cached target differs from the teacher's; raise top_k or lower T)"
         )
@@ -337,35 +358,35 @@ def _note_cache_coverage(s: Setup, run: RunDir, emit: Event) -> None:
 
 
 def _finish(
-    s: Setup,
+    setup: Setup,
     run: RunDir,
-    p: Progress,
+    progress: Progress,
     baseline: dict,
     emit: Event,
     started: float,
     last_eval: dict | None = None,
 ) -> RunResult:
-    final_eval = last_eval if last_eval and last_eval["step"] == p.step else {}
-    if not final_eval and s.rank == 0 and s.eval_blocks:  # resumed at the last step
-        final_eval = _eval_record(s, p.step, with_samples=True)
+    final_eval = last_eval if last_eval and last_eval["step"] == progress.step else {}
+    if not final_eval and setup.rank == 0 and setup.eval_blocks:  # resumed at the last step
+        final_eval = _eval_record(setup, progress.step, with_samples=True)
         run.append_metrics(final_eval)
         emit({"event": "eval", **final_eval})
-    if s.rank == 0:
-        save_final(s, run)
-        _export_final(s, run, emit)
-        run.write_status("finished", p.step, s.total_steps)
+    if setup.rank == 0:
+        save_final(setup, run)
+        _export_final(setup, run, emit)
+        run.write_status("finished", progress.step, setup.total_steps)
         ppl = f", final eval ppl {final_eval['eval_ppl']:.2f}" if final_eval else ""
-        run.log(f"finished: {p.step} steps{ppl}")
+        run.log(f"finished: {progress.step} steps{ppl}")
     result = RunResult(
         str(run.path),
         "finished",
-        p.step,
-        s.total_steps,
+        progress.step,
+        setup.total_steps,
         str(run.final),
         time.perf_counter() - started,
-        p.tokens,
-        p.first_loss,
-        p.last_loss,
+        progress.tokens,
+        progress.first_loss,
+        progress.last_loss,
         teacher_eval=baseline.get("teacher"),
         student_eval_before=baseline.get("student_before"),
         student_eval_after=final_eval or None,

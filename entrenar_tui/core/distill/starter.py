@@ -91,8 +91,8 @@ def write_starter(output: str | Path, teacher: str, force: bool = False) -> Path
     try:
         from ..models import Model
 
-        n = Model.open(teacher).arch.layers
-        layers = list(range(0, n, 3)) if n else None
+        teacher_layers = Model.open(teacher).arch.layers
+        layers = list(range(0, teacher_layers, 3)) if teacher_layers else None
     except Exception:  # an unresolvable teacher still gets a template to edit
         layers = None
     write_text_atomic(output, starter_config(teacher, layers, output.name))

@@ -109,25 +109,25 @@ def lr_lambda(scheduler: str, warmup: int, total: int) -> Callable[[int], float]
 def _build_loss(config: DistillConfig, student, teacher):
     from .losses import AttentionLoss, DistillationLoss, HiddenStateLoss
 
-    d = config.distillation
+    distillation = config.distillation
     hidden = attention = None
-    if d.progressive.enabled:
+    if distillation.progressive.enabled:
         hidden = HiddenStateLoss(
-            d.progressive.layer_mapping,
+            distillation.progressive.layer_mapping,
             student.config.hidden_size,
             teacher.config.hidden_size,
-            loss=d.progressive.loss,
+            loss=distillation.progressive.loss,
         )
-    if d.attention.enabled:
-        attention = AttentionLoss(config.attention_mapping(), loss=d.attention.loss)
+    if distillation.attention.enabled:
+        attention = AttentionLoss(config.attention_mapping(), loss=distillation.attention.loss)
     return DistillationLoss(
-        temperature=d.temperature,
-        alpha=d.alpha,
-        divergence=d.divergence,
+        temperature=distillation.temperature,
+        alpha=distillation.alpha,
+        divergence=distillation.divergence,
         hidden_loss=hidden,
-        hidden_weight=d.progressive.weight if hidden else 0.0,
+        hidden_weight=distillation.progressive.weight if hidden else 0.0,
         attention_loss=attention,
-        attention_weight=d.attention.weight if attention else 0.0,
+        attention_weight=distillation.attention.weight if attention else 0.0,
     )
 
 
@@ -178,22 +178,22 @@ def build(config: DistillConfig) -> Setup:
         ds.source, ds.path, ds.name, ds.split, ds.text_field, ds.streaming, ds.max_documents
     )
     data = build_dataset(docs, tokenizer, ds.max_length, ds.eval_fraction)
-    t = config.training
+    training = config.training
     params = [p for p in list(student.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     # fused: one kernel per step, no foreach temporaries (what the memory estimator assumes)
     optimizer = torch.optim.AdamW(
-        params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=True
+        params, lr=training.learning_rate, weight_decay=training.weight_decay, fused=True
     )
-    per_step = t.batch_size * t.gradient_accumulation * world_size
+    per_step = training.batch_size * training.gradient_accumulation * world_size
     steps_per_epoch = max(1, len(data.train) // per_step)
-    total = t.max_steps or t.epochs * steps_per_epoch
+    total = training.max_steps or training.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(t.scheduler, t.warmup_steps, total)
+        optimizer, lr_lambda(training.scheduler, training.warmup_steps, total)
     )
-    trainable = StudentWithLoss(student, loss_fn, t.mixed_precision)
+    trainable = StudentWithLoss(student, loss_fn, training.mixed_precision)
     if world_size > 1:
         trainable = _wrap_ddp(trainable, device)
-    eval_blocks = data.eval[: t.eval_max_blocks]
+    eval_blocks = data.eval[: training.eval_max_blocks]
     return Setup(
         config,
         device,
@@ -209,7 +209,7 @@ def build(config: DistillConfig) -> Setup:
         world_size,
         rank,
         trainable=trainable,
-        scaler=grad_scaler(t.mixed_precision, device),
+        scaler=grad_scaler(training.mixed_precision, device),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
     )
 
@@ -341,26 +341,26 @@ def _sync_context(s: Setup, last: bool):
     return s.trainable.no_sync()
 
 
-def _optimizer_step(s: Setup) -> None:
+def _optimizer_step(setup: Setup) -> None:
     """Clip (on unscaled gradients) and step; with fp16 the scaler skips a step with inf/NaN."""
-    max_norm = s.config.training.max_grad_norm
-    params = [q for g in s.optimizer.param_groups for q in g["params"]]
-    if s.scaler is not None:
-        s.scaler.unscale_(s.optimizer)
+    max_norm = setup.config.training.max_grad_norm
+    params = [q for g in setup.optimizer.param_groups for q in g["params"]]
+    if setup.scaler is not None:
+        setup.scaler.unscale_(setup.optimizer)
     if max_norm:
         torch.nn.utils.clip_grad_norm_(params, max_norm)
-    if s.scaler is not None:
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
+    if setup.scaler is not None:
+        setup.scaler.step(setup.optimizer)
+        setup.scaler.update()
     else:
-        s.optimizer.step()
-    s.scheduler.step()
-    s.optimizer.zero_grad(set_to_none=True)
+        setup.optimizer.step()
+    setup.scheduler.step()
+    setup.optimizer.zero_grad(set_to_none=True)
 
 
 def train_step(
-    s: Setup,
-    p: Progress,
+    setup: Setup,
+    progress: Progress,
     last_checkpoint: Path | None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
@@ -369,29 +369,29 @@ def train_step(
     Returns the step's losses (means over ranks), its learning rate and `stop`: whether any rank
     asked to stop (`should_stop`, asked once per step), so that all ranks stop after this step.
     A non-finite loss on any rank raises on every rank, before the optimizer step."""
-    accumulation = s.config.training.gradient_accumulation
-    window_tokens, window_positions = window_counts(s, p.micro)
+    accumulation = setup.config.training.gradient_accumulation
+    window_tokens, window_positions = window_counts(setup, progress.micro)
     sums = dict.fromkeys(STEP_TERMS, 0.0)
     for index in range(accumulation):
-        with _sync_context(s, last=index == accumulation - 1):
-            terms = _micro_loss(s, p.micro, window_tokens, window_positions)
+        with _sync_context(setup, last=index == accumulation - 1):
+            terms = _micro_loss(setup, progress.micro, window_tokens, window_positions)
             # DDP averages gradients over ranks; the loss is already normalised by the global
             # window, so scale by W to get the window's sum. A NaN still goes backward: every
             # rank must reach the same all-reduces; the step is refused below.
-            loss = terms.loss * s.world_size
-            (s.scaler.scale(loss) if s.scaler is not None else loss).backward()
-        for k, v in terms.to_dict().items():
-            sums[k] += v * s.world_size
-        p.micro += 1
+            loss = terms.loss * setup.world_size
+            (setup.scaler.scale(loss) if setup.scaler is not None else loss).backward()
+        for term, value in terms.to_dict().items():
+            sums[term] += value * setup.world_size
+        progress.micro += 1
     stop_requested = bool(should_stop()) if should_stop is not None else False
-    agreed, stop = _agree(s, sums, stop_requested)
+    agreed, stop = _agree(setup, sums, stop_requested)
     if not all(math.isfinite(v) for v in agreed.values()):
-        s.optimizer.zero_grad(set_to_none=True)
-        raise _divergence_error(agreed, p.step, last_checkpoint)
-    lr = s.scheduler.get_last_lr()[0]
-    _optimizer_step(s)
-    p.step += 1
-    p.tokens += window_positions
+        setup.optimizer.zero_grad(set_to_none=True)
+        raise _divergence_error(agreed, progress.step, last_checkpoint)
+    lr = setup.scheduler.get_last_lr()[0]
+    _optimizer_step(setup)
+    progress.step += 1
+    progress.tokens += window_positions
     return {**agreed, "lr": lr, "stop": stop}
 
 

@@ -49,22 +49,22 @@ def _arch(ref: str, path: str, problems: list[Problem]):
 def _check_mapping(
     name: str, mapping: list, s_layers: int | None, t_layers: int | None, problems: list[Problem]
 ) -> None:
-    for i, (s, t) in enumerate(mapping):
-        if s_layers is not None and not 0 <= s < s_layers:
+    for i, (student_layer, teacher_layer) in enumerate(mapping):
+        if s_layers is not None and not 0 <= student_layer < s_layers:
             problems.append(
                 Problem(
                     path=f"{name}[{i}][0]",
-                    message=f"student layer {s} out of range",
-                    value=s,
+                    message=f"student layer {student_layer} out of range",
+                    value=student_layer,
                     hint=f"the student has layers 0..{s_layers - 1}",
                 )
             )
-        if t_layers is not None and not 0 <= t < t_layers:
+        if t_layers is not None and not 0 <= teacher_layer < t_layers:
             problems.append(
                 Problem(
                     path=f"{name}[{i}][1]",
-                    message=f"teacher layer {t} out of range",
-                    value=t,
+                    message=f"teacher layer {teacher_layer} out of range",
+                    value=teacher_layer,
                     hint=f"the teacher has layers 0..{t_layers - 1}",
                 )
             )

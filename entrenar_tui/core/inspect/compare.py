@@ -47,20 +47,20 @@ class CompareResult:
         return out
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> TensorDiff:
+def _diff(values_a: np.ndarray, values_b: np.ndarray) -> TensorDiff:
     """Accumulate in float64 chunks so huge tensors neither overflow nor need a full copy."""
-    a = a.reshape(-1)
-    b = b.reshape(-1)
+    values_a = values_a.reshape(-1)
+    values_b = values_b.reshape(-1)
     max_abs, num, den = 0.0, 0.0, 0.0
     step = 1 << 22
-    for i in range(0, a.size, step):
-        ca = np.asarray(a[i : i + step], dtype=np.float64)
-        cb = np.asarray(b[i : i + step], dtype=np.float64)
-        d = ca - cb
-        if d.size:
-            max_abs = max(max_abs, float(np.max(np.abs(d))))
-        num += float(np.dot(d, d))
-        den += float(np.dot(ca, ca))
+    for i in range(0, values_a.size, step):
+        chunk_a = np.asarray(values_a[i : i + step], dtype=np.float64)
+        chunk_b = np.asarray(values_b[i : i + step], dtype=np.float64)
+        delta = chunk_a - chunk_b
+        if delta.size:
+            max_abs = max(max_abs, float(np.max(np.abs(delta))))
+        num += float(np.dot(delta, delta))
+        den += float(np.dot(chunk_a, chunk_a))
     rel = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
     return TensorDiff("", max_abs, rel)
 
@@ -68,30 +68,32 @@ def _diff(a: np.ndarray, b: np.ndarray) -> TensorDiff:
 def compare_models(ref_a: str, ref_b: str, values: bool = False) -> CompareResult:
     """Structural differences; with `values`, max |a-b| and relative L2 per matching tensor."""
     model_a, model_b = Model.open(ref_a), Model.open(ref_b)
-    ta = {t.name: t for t in model_a.tensors}
-    tb = {t.name: t for t in model_b.tensors}
+    tensors_a = {t.name: t for t in model_a.tensors}
+    tensors_b = {t.name: t for t in model_b.tensors}
     result = CompareResult(
         a=str(ref_a),
         b=str(ref_b),
-        common=len(ta.keys() & tb.keys()),
-        added=sorted(tb.keys() - ta.keys()),
-        removed=sorted(ta.keys() - tb.keys()),
+        common=len(tensors_a.keys() & tensors_b.keys()),
+        added=sorted(tensors_b.keys() - tensors_a.keys()),
+        removed=sorted(tensors_a.keys() - tensors_b.keys()),
         parameters_a=model_a.parameters,
         parameters_b=model_b.parameters,
     )
     same_shape = []
-    for name in sorted(ta.keys() & tb.keys()):
-        x, y = ta[name], tb[name]
-        if x.shape != y.shape:
-            result.shape_changed.append({"name": name, "a": list(x.shape), "b": list(y.shape)})
+    for name in sorted(tensors_a.keys() & tensors_b.keys()):
+        tensor_a, tensor_b = tensors_a[name], tensors_b[name]
+        if tensor_a.shape != tensor_b.shape:
+            result.shape_changed.append(
+                {"name": name, "a": list(tensor_a.shape), "b": list(tensor_b.shape)}
+            )
             continue
-        if x.dtype != y.dtype:
-            result.dtype_changed.append({"name": name, "a": x.dtype, "b": y.dtype})
+        if tensor_a.dtype != tensor_b.dtype:
+            result.dtype_changed.append({"name": name, "a": tensor_a.dtype, "b": tensor_b.dtype})
         same_shape.append(name)
     if values:
         result.values = []
         for name in same_shape:
-            diff = _diff(model_a.read(ta[name]), model_b.read(tb[name]))
+            diff = _diff(model_a.read(tensors_a[name]), model_b.read(tensors_b[name]))
             diff.name = name
             result.values.append(diff)
     return result

@@ -278,13 +278,13 @@ def _scan_mapped(file: Path, tensors: list[TensorInfo], report, findings: _Findi
     with open(file, "rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     data = np.frombuffer(mapped, dtype=np.uint8)
-    for t in wanted:
-        counts = scan_bytes(data[t.offset : t.offset + t.nbytes], t.dtype)
+    for tensor in wanted:
+        counts = scan_bytes(data[tensor.offset : tensor.offset + tensor.nbytes], tensor.dtype)
         # hand the pages back: resident memory stays at one tensor, not the whole model
-        page = t.offset - t.offset % mmap.PAGESIZE
-        mapped.madvise(mmap.MADV_DONTNEED, page, t.offset + t.nbytes - page)
-        report.bytes_scanned += t.nbytes
-        _judge(t, counts, findings)
+        page = tensor.offset - tensor.offset % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, page, tensor.offset + tensor.nbytes - page)
+        report.bytes_scanned += tensor.nbytes
+        _judge(tensor, counts, findings)
     del data
     mapped.close()
 
@@ -330,26 +330,26 @@ def _check_gguf(source: ModelSource, report: ValidationReport, findings: _Findin
 def _check_gguf_layout(tensors: list[TensorInfo], file: Path, findings: _Findings) -> None:
     """gguf-py does not check that tensor data stays in the file and does not overlap."""
     size, end, previous = file.stat().st_size, 0, None
-    for t in sorted(tensors, key=lambda t: t.offset):
-        if t.offset < end:
+    for tensor in sorted(tensors, key=lambda t: t.offset):
+        if tensor.offset < end:
             findings.add(
                 "error",
                 "overlap",
                 f"tensor data overlaps {previous}",
                 "the file is corrupt",
-                tensor=t.name,
+                tensor=tensor.name,
                 file=file,
             )
-        if t.offset + t.nbytes > size:
+        if tensor.offset + tensor.nbytes > size:
             findings.add(
                 "error",
                 "truncated",
                 f"tensor data ends past the end of the {size}-byte file",
                 "the file is truncated; download it again",
-                tensor=t.name,
+                tensor=tensor.name,
                 file=file,
             )
-        end, previous = max(end, t.offset + t.nbytes), t.name
+        end, previous = max(end, tensor.offset + tensor.nbytes), tensor.name
 
 
 def _check_via_model(source: ModelSource, report: ValidationReport, findings: _Findings):
@@ -380,24 +380,36 @@ _CHECKERS = {"safetensors": _check_safetensors, "adapter": _check_safetensors, "
 # --- judging ----------------------------------------------------------------------------
 
 
-def _judge(t: TensorInfo, counts: ValueCounts, findings: _Findings) -> None:
-    file = t.file
+def _judge(tensor: TensorInfo, counts: ValueCounts, findings: _Findings) -> None:
+    file = tensor.file
     if counts.nan:
         findings.add(
-            "error", "nan", f"{counts.nan} NaN values of {counts.numel}", tensor=t.name, file=file
+            "error",
+            "nan",
+            f"{counts.nan} NaN values of {counts.numel}",
+            tensor=tensor.name,
+            file=file,
         )
     if counts.inf:
         findings.add(
-            "error", "inf", f"{counts.inf} Inf values of {counts.numel}", tensor=t.name, file=file
+            "error",
+            "inf",
+            f"{counts.inf} Inf values of {counts.numel}",
+            tensor=tensor.name,
+            file=file,
         )
-    if counts.all_zero and not t.name.endswith("bias"):
+    if counts.all_zero and not tensor.name.endswith("bias"):
         # Zero is every bias's initial value and many trained ones keep it (MiniLM's pooler):
         # not reported. A zero norm scale or untrained LoRA B is suspect (warning); a zero
         # weight matrix is a failed save or conversion (error).
-        matrix = len(t.shape) >= 2 and min(t.shape) > 1 and t.name.endswith("weight")
-        severity = "error" if matrix and "lora_B" not in t.name else "warning"
+        matrix = len(tensor.shape) >= 2 and min(tensor.shape) > 1 and tensor.name.endswith("weight")
+        severity = "error" if matrix and "lora_B" not in tensor.name else "warning"
         findings.add(
-            severity, "all_zero", f"all {counts.numel} values are zero", tensor=t.name, file=file
+            severity,
+            "all_zero",
+            f"all {counts.numel} values are zero",
+            tensor=tensor.name,
+            file=file,
         )
 
 

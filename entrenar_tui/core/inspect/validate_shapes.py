@@ -40,10 +40,10 @@ def _times(*factors: int | None) -> int | None:
     return product
 
 
-def _rules(a: ArchInfo) -> list[tuple[re.Pattern, tuple[int | None, ...], str]]:
+def _rules(arch: ArchInfo) -> list[tuple[re.Pattern, tuple[int | None, ...], str]]:
     """(name pattern, expected row-major shape, what the dimensions are) in match order."""
-    hidden, vocab, inner = a.hidden_size, a.vocab_size, a.intermediate_size
-    q_rows, kv_rows = _times(a.heads, a.head_dim), _times(a.kv_heads, a.head_dim)
+    hidden, vocab, inner = arch.hidden_size, arch.vocab_size, arch.intermediate_size
+    q_rows, kv_rows = _times(arch.heads, arch.head_dim), _times(arch.kv_heads, arch.head_dim)
     qkv_rows = _times(3, q_rows)
     table = [
         (
@@ -58,7 +58,7 @@ def _rules(a: ArchInfo) -> list[tuple[re.Pattern, tuple[int | None, ...], str]]:
         ),
         (
             r"(^|\.)(wpe|position_embeddings)\.weight$",
-            (a.max_positions, hidden),
+            (arch.max_positions, hidden),
             "max_position_embeddings x hidden_size",
         ),
         (
@@ -112,43 +112,43 @@ def _rules(a: ArchInfo) -> list[tuple[re.Pattern, tuple[int | None, ...], str]]:
     return [(re.compile(pattern), shape, what) for pattern, shape, what in table]
 
 
-def check_config(a: ArchInfo, config: dict | None) -> list[ShapeIssue]:
+def check_config(arch: ArchInfo, config: dict | None) -> list[ShapeIssue]:
     """Facts that contradict each other inside the config itself."""
     issues = []
-    if a.heads and a.kv_heads and a.heads % a.kv_heads:
+    if arch.heads and arch.kv_heads and arch.heads % arch.kv_heads:
         issues.append(
             ShapeIssue(
                 "config_inconsistent",
                 None,
-                f"num_attention_heads {a.heads} is not a multiple of num_key_value_heads {a.kv_heads}",
+                f"num_attention_heads {arch.heads} is not a multiple of num_key_value_heads {arch.kv_heads}",
             )
         )
     explicit_head_dim = config and (config.get("head_dim") or config.get("d_kv"))
-    if not explicit_head_dim and a.heads and a.hidden_size and a.hidden_size % a.heads:
+    if not explicit_head_dim and arch.heads and arch.hidden_size and arch.hidden_size % arch.heads:
         issues.append(
             ShapeIssue(
                 "config_inconsistent",
                 None,
-                f"hidden_size {a.hidden_size} is not a multiple of num_attention_heads {a.heads}",
+                f"hidden_size {arch.hidden_size} is not a multiple of num_attention_heads {arch.heads}",
             )
         )
     return issues
 
 
-def check_shapes(tensors: Iterable[TensorInfo], a: ArchInfo) -> list[ShapeIssue]:
+def check_shapes(tensors: Iterable[TensorInfo], arch: ArchInfo) -> list[ShapeIssue]:
     """Each tensor a rule knows must have exactly the shape the architecture implies."""
-    rules = _rules(a)
+    rules = _rules(arch)
     issues = []
-    for t in tensors:
+    for tensor in tensors:
         for pattern, expected, what in rules:
-            if not pattern.search(t.name):
+            if not pattern.search(tensor.name):
                 continue
-            if None not in expected and tuple(t.shape) != expected:
+            if None not in expected and tuple(tensor.shape) != expected:
                 issues.append(
                     ShapeIssue(
                         "shape_vs_config",
-                        t.name,
-                        f"shape {list(t.shape)} but the config implies {list(expected)} ({what})",
+                        tensor.name,
+                        f"shape {list(tensor.shape)} but the config implies {list(expected)} ({what})",
                     )
                 )
             break
@@ -170,16 +170,19 @@ def _describe(indices: Iterable[int]) -> str:
     return shown + (f" and {len(items) - 8} more" if len(items) > 8 else "")
 
 
-def check_layers(tensors: list[TensorInfo], a: ArchInfo) -> list[ShapeIssue]:
+def check_layers(tensors: list[TensorInfo], arch: ArchInfo) -> list[ShapeIssue]:
     """The layer indices present must be exactly 0..layers-1 (per stack for T5)."""
     stacks = _stacks(tensors)
-    if not stacks or not a.layers:
+    if not stacks or not arch.layers:
         return []
-    if a.model_type == "t5":
-        wanted = {s: (a.decoder_layers or a.layers) if "decoder" in s else a.layers for s in stacks}
+    if arch.model_type == "t5":
+        wanted = {
+            s: (arch.decoder_layers or arch.layers) if "decoder" in s else arch.layers
+            for s in stacks
+        }
     else:  # the main stack; a vision tower or MTP head in the same file is not judged here
         main = max(stacks, key=lambda s: len(stacks[s]))
-        wanted = {main: a.layers}
+        wanted = {main: arch.layers}
     issues = []
     for stack, count in wanted.items():
         present = stacks[stack]

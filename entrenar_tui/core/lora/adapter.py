@@ -229,38 +229,43 @@ def _group_tensors(tensors: list[TensorInfo]) -> tuple[dict[str, dict], dict[str
     return parts, saved
 
 
-def _check_shapes(path: Path, module: LoraModule, a: TensorInfo, b: TensorInfo) -> None:
-    if len(a.shape) != 2 or len(b.shape) != 2:
+def _check_shapes(path: Path, module: LoraModule, lora_a: TensorInfo, lora_b: TensorInfo) -> None:
+    if len(lora_a.shape) != 2 or len(lora_b.shape) != 2:
         raise UnsupportedError(
-            f"{path}: module {module.name} has {len(a.shape)}-D LoRA weights",
+            f"{path}: module {module.name} has {len(lora_a.shape)}-D LoRA weights",
             "only Linear, Conv1D and Embedding LoRA layers are supported (not Conv2d)",
         )
-    if a.shape[0] != b.shape[1]:
+    if lora_a.shape[0] != lora_b.shape[1]:
         raise CorruptFileError(
-            f"{path}: module {module.name}: lora_A {list(a.shape)} and lora_B {list(b.shape)} disagree on the rank",
+            f"{path}: module {module.name}: lora_A {list(lora_a.shape)} and lora_B {list(lora_b.shape)} disagree on the rank",
             "the adapter file is damaged; save the adapter again",
         )
     for extra, what in ((module.magnitude, "DoRA magnitude"), (module.bias, "lora_B bias")):
-        if extra is not None and extra.shape != (b.shape[0],):
+        if extra is not None and extra.shape != (lora_b.shape[0],):
             raise CorruptFileError(
-                f"{path}: module {module.name}: {what} has shape {list(extra.shape)}, expected [{b.shape[0]}]",
+                f"{path}: module {module.name}: {what} has shape {list(extra.shape)}, expected [{lora_b.shape[0]}]",
                 "the adapter file is damaged; save the adapter again",
             )
 
 
 def _build_module(adapter: Adapter, name: str, parts: dict[str, TensorInfo]) -> LoraModule:
     embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts
-    a = parts.get("lora_embedding_A" if embedding else "lora_A")
-    b = parts.get("lora_embedding_B" if embedding else "lora_B")
-    if a is None or b is None:
+    lora_a = parts.get("lora_embedding_A" if embedding else "lora_A")
+    lora_b = parts.get("lora_embedding_B" if embedding else "lora_B")
+    if lora_a is None or lora_b is None:
         raise CorruptFileError(
-            f"{adapter.path}: module {name} has {'lora_B' if a is None else 'lora_A'} but not its partner",
+            f"{adapter.path}: module {name} has {'lora_B' if lora_a is None else 'lora_A'} but not its partner",
             "the adapter file is incomplete; save the adapter again",
         )
     module = LoraModule(
-        name, a, b, parts.get("lora_magnitude_vector"), parts.get("lora_B.bias"), embedding
+        name,
+        lora_a,
+        lora_b,
+        parts.get("lora_magnitude_vector"),
+        parts.get("lora_B.bias"),
+        embedding,
     )
-    _check_shapes(adapter.path, module, a, b)
+    _check_shapes(adapter.path, module, lora_a, lora_b)
     bad = [t.name for t in module.tensors if t.dtype not in FLOAT_DTYPES]
     if bad:
         raise UnsupportedError(
@@ -273,9 +278,9 @@ def _build_module(adapter: Adapter, name: str, parts: dict[str, TensorInfo]) -> 
             "adapter_config.json does not belong to these weights; save the adapter again",
         )
     module.rank, module.alpha = adapter.rank_for(name), adapter.alpha_for(name)
-    if module.rank != a.shape[0]:
+    if module.rank != lora_a.shape[0]:
         raise CorruptFileError(
-            f"{adapter.path}: module {name} has rank {a.shape[0]}, but adapter_config.json says r={module.rank}",
+            f"{adapter.path}: module {name} has rank {lora_a.shape[0]}, but adapter_config.json says r={module.rank}",
             "adapter_config.json does not belong to these weights (check r and rank_pattern)",
         )
     module.scaling = adapter.scaling_for(name)
@@ -331,15 +336,15 @@ def _config_fields(path: Path, config: dict) -> dict:
             f"{path}: a {peft_type[:40]} adapter, not LoRA",
             "only PEFT LoRA (and DoRA) adapters are supported",
         )
-    r, alpha = config.get("r", 8), config.get("lora_alpha", 8)
-    if not _positive_int(r):
-        raise _bad_field(path, "r", r, f"a positive integer (at most {MAX_RANK})")
+    rank, alpha = config.get("r", 8), config.get("lora_alpha", 8)
+    if not _positive_int(rank):
+        raise _bad_field(path, "r", rank, f"a positive integer (at most {MAX_RANK})")
     if not _number(alpha):
         raise _bad_field(path, "lora_alpha", alpha, "a number")
     targets = _names(path, config, "target_modules", allow_str=True)
     base = config.get("base_model_name_or_path")
     return dict(
-        r=r,
+        r=rank,
         lora_alpha=float(alpha),
         use_rslora=bool(config.get("use_rslora")),
         use_dora=bool(config.get("use_dora")),

@@ -148,18 +148,18 @@ def _gguf_name(table, name: str, tied: bool) -> str:
 
 def _module_tensors(adapter: Adapter, module: LoraModule, name: str, arch, alpha: float):
     """(lora_a, lora_b) for one module, in llama.cpp's layout and with the scaling folded in."""
-    a = np.array(adapter.read(module.a), dtype=np.float32)
-    b = np.array(adapter.read(module.b), dtype=np.float32)
+    lora_a = np.array(adapter.read(module.a), dtype=np.float32)
+    lora_b = np.array(adapter.read(module.b), dtype=np.float32)
     llama_cpp_scaling = alpha / module.rank  # what llama.cpp will apply (rank = lora_b's ne[0])
     if not np.isclose(module.scaling, llama_cpp_scaling, rtol=1e-7, atol=0):
-        b *= np.float32(module.scaling / llama_cpp_scaling)
+        lora_b *= np.float32(module.scaling / llama_cpp_scaling)
     if ".attn_q." in name:
-        b = permute_rows(b, arch.heads, arch.heads)
+        lora_b = permute_rows(lora_b, arch.heads, arch.heads)
     elif ".attn_k." in name:
-        b = permute_rows(b, arch.heads, arch.kv_heads)
+        lora_b = permute_rows(lora_b, arch.heads, arch.kv_heads)
     if module.embedding:
-        a = a.T  # llama.cpp gathers rows of token_embd's lora_a by token id
-    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+        lora_a = lora_a.T  # llama.cpp gathers rows of token_embd's lora_a by token id
+    return np.ascontiguousarray(lora_a), np.ascontiguousarray(lora_b)
 
 
 def _write_gguf(adapter: Adapter, arch, path: Path) -> tuple[int, list[str]]:

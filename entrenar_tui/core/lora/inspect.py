@@ -125,9 +125,9 @@ def spectrum_stats(values: np.ndarray, top_k: int) -> tuple[int, float]:
 
 
 def _module_report(adapter: Adapter, module: LoraModule, top_k: int) -> ModuleReport:
-    a, b = adapter.read(module.a), adapter.read(module.b)
+    lora_a, lora_b = adapter.read(module.a), adapter.read(module.b)
     extras = [adapter.read(t) for t in (module.magnitude, module.bias) if t is not None]
-    finite = all(np.isfinite(x).all() for x in (a, b, *extras))
+    finite = all(np.isfinite(x).all() for x in (lora_a, lora_b, *extras))
     report = ModuleReport(
         name=module.name,
         kind=module.kind,
@@ -141,15 +141,18 @@ def _module_report(adapter: Adapter, module: LoraModule, top_k: int) -> ModuleRe
         effective_rank=None,
         energy_top_k=None,
         singular_values=[],
-        sparsity=float((np.count_nonzero(a == 0) + np.count_nonzero(b == 0)) / (a.size + b.size)),
-        norm_a=float(np.linalg.norm(a)),
-        norm_b=float(np.linalg.norm(b)),
+        sparsity=float(
+            (np.count_nonzero(lora_a == 0) + np.count_nonzero(lora_b == 0))
+            / (lora_a.size + lora_b.size)
+        ),
+        norm_a=float(np.linalg.norm(lora_a)),
+        norm_b=float(np.linalg.norm(lora_b)),
         norm_delta=None,
         finite=finite,
-        b_zero=finite and not np.any(b),
+        b_zero=finite and not np.any(lora_b),
     )
     if finite:
-        values = singular_values(a, b, module.scaling)
+        values = singular_values(lora_a, lora_b, module.scaling)
         report.effective_rank, report.energy_top_k = spectrum_stats(values, top_k)
         report.singular_values = [float(v) for v in values[:top_k]]
         report.norm_delta = float(np.sqrt(np.sum(values**2)))
@@ -246,11 +249,15 @@ def _aggregate(code: str, hits: list[tuple[str, str]], total: int) -> Problem:
 
 def _problems(adapter: Adapter, reports: list[ModuleReport], base_hits: list) -> list[Problem]:
     hits: dict[str, list[tuple[str, str]]] = {}
-    for r in reports:
-        if not r.finite:
-            hits.setdefault("nonfinite", []).append((r.name, f"{r.name}: NaN or Inf in A/B"))
-        elif r.b_zero:
-            hits.setdefault("zero_b", []).append((r.name, f"{r.name}: lora_B is all zeros"))
+    for report in reports:
+        if not report.finite:
+            hits.setdefault("nonfinite", []).append(
+                (report.name, f"{report.name}: NaN or Inf in A/B")
+            )
+        elif report.b_zero:
+            hits.setdefault("zero_b", []).append(
+                (report.name, f"{report.name}: lora_B is all zeros")
+            )
     for name, info in adapter.saved.items():
         if not np.isfinite(adapter.read(info)).all():
             hits.setdefault("nonfinite", []).append((name, f"{name}: NaN or Inf values"))

@@ -65,8 +65,8 @@ class Inventory:
 
 
 def _attention(
-    sh: ModelShape,
-    sv: Saved,
+    shape: ModelShape,
+    saved: Saved,
     seq: int,
     o_path: str,
     fp32_softmax: bool,
@@ -74,101 +74,165 @@ def _attention(
     fused_v: bool = False,
 ) -> int:
     """q, k, v, the output and whatever the kernel keeps (lse; or probabilities and dropout)."""
-    c, a = sv.compute, sh.heads
-    ad, gd = a * sh.head_dim, sh.kv_heads * sh.head_dim
-    p = sh.dropout.get("attention", 0.0)
-    o_in = ad * c if sv.grad_in(o_path) else 0
-    if sv.attention == "sdpa" and (sv.device == "cuda" or p == 0):  # flash / memory-efficient
+    compute, heads = saved.compute, shape.heads
+    ad, gd = heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    attention_dropout = shape.dropout.get("attention", 0.0)
+    o_in = ad * compute if saved.grad_in(o_path) else 0
+    # flash / memory-efficient
+    if saved.attention == "sdpa" and (saved.device == "cuda" or attention_dropout == 0):
         fused = 2 * ad if fused_v else 0  # a value viewing a fused qkv output keeps all of it
-        return (2 * ad + 2 * gd + fused) * c + 4 * a + (o_in if out_copy else 0)
-    if sv.attention == "sdpa":  # CPU with dropout: SDPA's math kernel, which computes in fp32
-        return 3 * ad * 4 + a * seq * 4 * (3 if p else 1) + o_in
-    probs = a * seq * ((4 + (c if c != 4 else 0)) if fp32_softmax else c)
-    if p:
-        probs += a * seq * (sv.mask + c)
-    return 3 * ad * c + probs + o_in
+        return (2 * ad + 2 * gd + fused) * compute + 4 * heads + (o_in if out_copy else 0)
+    if saved.attention == "sdpa":  # CPU with dropout: SDPA's math kernel, which computes in fp32
+        return 3 * ad * 4 + heads * seq * 4 * (3 if attention_dropout else 1) + o_in
+    probs = heads * seq * ((4 + (compute if compute != 4 else 0)) if fp32_softmax else compute)
+    if attention_dropout:
+        probs += heads * seq * (saved.mask + compute)
+    return 3 * ad * compute + probs + o_in
 
 
-def _llama(sh: ModelShape, sv: Saved, seq: int) -> Inventory:
-    c, h, i = sv.compute, sh.hidden, sh.intermediate
-    n = 4 if c != 4 else c  # RMSNorm upcasts its input to fp32 and keeps that copy
-    qkv_in = sv.grad_in("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
-    up_in = sv.grad_in("mlp.gate_proj", "mlp.up_proj")
-    norms = 2 * 4 + (2 * h * c if sv.full else 0) + h * c * (qkv_in + up_in)  # rsqrt, normed, out
-    mlp = 3 * i * c + (i * c if sv.grad_in("mlp.down_proj") else 0)
-    attn = _attention(sh, sv, seq, "self_attn.o_proj", True, False)
-    block = 2 * h * n + norms + attn + mlp + sv.adapters(sh)
-    head = 4 + (h * c if sv.full else 0) + (h * c if sv.grad_in("lm_head") else 0)
-    ids = 8 if sv.full else 0  # the embedding's backward keeps the token ids
-    outside = head + (h * n if sv.input_grads else -4) + ids
-    return Inventory(((sh.layers, block),), outside, 2 * seq * sh.rope_dim * c, h * c, head)
+def _llama(shape: ModelShape, saved: Saved, seq: int) -> Inventory:
+    compute, hidden, intermediate = saved.compute, shape.hidden, shape.intermediate
+    # RMSNorm upcasts its input to fp32 and keeps that copy
+    norm_bytes = 4 if compute != 4 else compute
+    qkv_in = saved.grad_in("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    up_in = saved.grad_in("mlp.gate_proj", "mlp.up_proj")
+    # rsqrt, normed, out
+    norms = (
+        2 * 4 + (2 * hidden * compute if saved.full else 0) + hidden * compute * (qkv_in + up_in)
+    )
+    mlp = 3 * intermediate * compute + (
+        intermediate * compute if saved.grad_in("mlp.down_proj") else 0
+    )
+    attn = _attention(shape, saved, seq, "self_attn.o_proj", True, False)
+    block = 2 * hidden * norm_bytes + norms + attn + mlp + saved.adapters(shape)
+    head = (
+        4
+        + (hidden * compute if saved.full else 0)
+        + (hidden * compute if saved.grad_in("lm_head") else 0)
+    )
+    ids = 8 if saved.full else 0  # the embedding's backward keeps the token ids
+    outside = head + (hidden * norm_bytes if saved.input_grads else -4) + ids
+    return Inventory(
+        ((shape.layers, block),),
+        outside,
+        2 * seq * shape.rope_dim * compute,
+        hidden * compute,
+        head,
+    )
 
 
-def _gpt2(sh: ModelShape, sv: Saved, seq: int, gelu_saves: int) -> Inventory:
-    c, h, i, st = sv.compute, sh.hidden, sh.intermediate, sv.stat
-    drop = h * sv.mask if sh.dropout.get("hidden") else 0
-    norms = 4 * st + h * c * (sv.grad_in("attn.c_attn") + sv.grad_in("mlp.c_fc"))
-    mlp = gelu_saves * i * c + (i * c if sv.grad_in("mlp.c_proj") else 0)
-    attn = _attention(sh, sv, seq, "attn.c_proj", False, False)
-    block = norms + attn + 2 * drop + 2 * h * c + mlp + sv.adapters(sh)
-    embed_drop = h * sv.mask if sh.dropout.get("embedding") else 0
-    embed = (h * c + embed_drop) if sv.input_grads else -2 * st
-    head = 2 * st + (h * c if sv.grad_in("lm_head") else 0) + (8 if sv.full else 0)
-    return Inventory(((sh.layers, block),), embed + head, 8 * seq if sv.full else 0, h * c, head)
+def _gpt2(shape: ModelShape, saved: Saved, seq: int, gelu_saves: int) -> Inventory:
+    compute, stat = saved.compute, saved.stat
+    hidden, intermediate = shape.hidden, shape.intermediate
+    drop = hidden * saved.mask if shape.dropout.get("hidden") else 0
+    norms = 4 * stat + hidden * compute * (saved.grad_in("attn.c_attn") + saved.grad_in("mlp.c_fc"))
+    mlp = gelu_saves * intermediate * compute + (
+        intermediate * compute if saved.grad_in("mlp.c_proj") else 0
+    )
+    attn = _attention(shape, saved, seq, "attn.c_proj", False, False)
+    block = norms + attn + 2 * drop + 2 * hidden * compute + mlp + saved.adapters(shape)
+    embed_drop = hidden * saved.mask if shape.dropout.get("embedding") else 0
+    embed = (hidden * compute + embed_drop) if saved.input_grads else -2 * stat
+    head = (
+        2 * stat + (hidden * compute if saved.grad_in("lm_head") else 0) + (8 if saved.full else 0)
+    )
+    return Inventory(
+        ((shape.layers, block),), embed + head, 8 * seq if saved.full else 0, hidden * compute, head
+    )
 
 
-def _neox(sh: ModelShape, sv: Saved, seq: int, parallel: bool) -> Inventory:
-    c, h, i, st = sv.compute, sh.hidden, sh.intermediate, sv.stat
-    drop = h * sv.mask if sh.dropout.get("hidden") else 0
-    qkv_in, up_in = sv.grad_in("attention.query_key_value"), sv.grad_in("mlp.dense_h_to_4h")
-    norms = 4 * st + h * c * (qkv_in + up_in)
-    mlp = i * c + (i * c if sv.grad_in("mlp.dense_4h_to_h") else 0)
-    attn = _attention(sh, sv, seq, "attention.dense", True, True, fused_v=True)
-    block = norms + attn + mlp + 2 * drop + h * c * (1 if parallel else 2) + sv.adapters(sh)
+def _neox(shape: ModelShape, saved: Saved, seq: int, parallel: bool) -> Inventory:
+    compute, stat = saved.compute, saved.stat
+    hidden, intermediate = shape.hidden, shape.intermediate
+    drop = hidden * saved.mask if shape.dropout.get("hidden") else 0
+    qkv_in, up_in = saved.grad_in("attention.query_key_value"), saved.grad_in("mlp.dense_h_to_4h")
+    norms = 4 * stat + hidden * compute * (qkv_in + up_in)
+    mlp = intermediate * compute + (
+        intermediate * compute if saved.grad_in("mlp.dense_4h_to_h") else 0
+    )
+    attn = _attention(shape, saved, seq, "attention.dense", True, True, fused_v=True)
+    block = (
+        norms
+        + attn
+        + mlp
+        + 2 * drop
+        + hidden * compute * (1 if parallel else 2)
+        + saved.adapters(shape)
+    )
     # without input grads the first block's norm (and, in parallel, its MLP branch) keeps nothing
-    first = 2 * st + ((2 * st + i * c + drop) if parallel else 0)
-    embed = (h * c + drop if sv.input_grads else -first) + (8 if sv.full else 0)
-    head = 2 * st + (h * c if sv.grad_in("lm_head") else 0)
-    return Inventory(((sh.layers, block),), embed + head, 2 * seq * sh.rope_dim * 4, h * c, head)
+    first = 2 * stat + ((2 * stat + intermediate * compute + drop) if parallel else 0)
+    embed = (hidden * compute + drop if saved.input_grads else -first) + (8 if saved.full else 0)
+    head = 2 * stat + (hidden * compute if saved.grad_in("lm_head") else 0)
+    return Inventory(
+        ((shape.layers, block),), embed + head, 2 * seq * shape.rope_dim * 4, hidden * compute, head
+    )
 
 
-def _bert(sh: ModelShape, sv: Saved, seq: int) -> Inventory:
-    c, h, i, st = sv.compute, sh.hidden, sh.intermediate, sv.stat
-    drop = h * sv.mask if sh.dropout.get("hidden") else 0
+def _bert(shape: ModelShape, saved: Saved, seq: int) -> Inventory:
+    compute, stat = saved.compute, saved.stat
+    hidden, intermediate = shape.hidden, shape.intermediate
+    drop = hidden * saved.mask if shape.dropout.get("hidden") else 0
     qkv = ("attention.self.query", "attention.self.key", "attention.self.value")
-    attn = _attention(sh, sv, seq, "attention.output.dense", False, False)
-    block = (h * c if sv.grad_in(*qkv) else 0) + attn + 2 * (drop + h * c + 2 * st) + i * c
-    block += h * c * sv.grad_in("intermediate.dense") + i * c * sv.grad_in("output.dense")
-    block += sv.adapters(sh)
-    head = "cls.predictions" if sh.family == "bert" else "lm_head"
-    outside = 2 * h * c + 2 * st + (h * c if sv.grad_in(f"{head}.decoder") else 0)
-    outside += h * c if sv.grad_in(f"{head}.transform.dense", f"{head}.dense") else 0
+    attn = _attention(shape, saved, seq, "attention.output.dense", False, False)
+    block = (
+        (hidden * compute if saved.grad_in(*qkv) else 0)
+        + attn
+        + 2 * (drop + hidden * compute + 2 * stat)
+        + intermediate * compute
+    )
+    block += hidden * compute * saved.grad_in(
+        "intermediate.dense"
+    ) + intermediate * compute * saved.grad_in("output.dense")
+    block += saved.adapters(shape)
+    head = "cls.predictions" if shape.family == "bert" else "lm_head"
+    outside = (
+        2 * hidden * compute
+        + 2 * stat
+        + (hidden * compute if saved.grad_in(f"{head}.decoder") else 0)
+    )
+    outside += hidden * compute if saved.grad_in(f"{head}.transform.dense", f"{head}.dense") else 0
     head_part = outside
-    outside += (h * c + 2 * st + drop) if sv.input_grads else 0
-    roberta = sh.family == "roberta"  # RoBERTa derives position ids per token; BERT slices a buffer
-    outside += (16 if roberta else 8) if sv.full else 0
-    positions = 0 if roberta else 8 * sh.options.get("max_positions", 512)
-    fixed = (8 * seq + positions) if sv.full else 0
-    return Inventory(((sh.layers, block),), outside, fixed, h * c, head_part)
+    outside += (hidden * compute + 2 * stat + drop) if saved.input_grads else 0
+    # RoBERTa derives position ids per token; BERT slices a buffer
+    roberta = shape.family == "roberta"
+    outside += (16 if roberta else 8) if saved.full else 0
+    positions = 0 if roberta else 8 * shape.options.get("max_positions", 512)
+    fixed = (8 * seq + positions) if saved.full else 0
+    return Inventory(((shape.layers, block),), outside, fixed, hidden * compute, head_part)
 
 
-def _t5_norm(sv: Saved, h: int, *paths: str) -> int:
-    return 4 + (h * sv.compute if sv.full else 0) + (h * sv.compute if sv.grad_in(*paths) else 0)
+def _t5_norm(saved: Saved, hidden: int, *paths: str) -> int:
+    return (
+        4
+        + (hidden * saved.compute if saved.full else 0)
+        + (hidden * saved.compute if saved.grad_in(*paths) else 0)
+    )
 
 
-def _t5_ff(sh: ModelShape, sv: Saved, prefix: str) -> int:
-    c, i = sv.compute, sh.intermediate
-    p = sh.dropout.get("hidden", 0.0)
-    wo_in = sv.grad_in(f"{prefix}.wo")
-    if sh.gated:  # gelu_new(wi_0 x) * wi_1 x
-        return 4 * i * c + 2 * i * c + ((i * sv.mask + i * c * wo_in) if p else i * c * wo_in)
-    return i * c + ((i * sv.mask + i * c * wo_in) if p else 0)
+def _t5_ff(shape: ModelShape, saved: Saved, prefix: str) -> int:
+    compute, intermediate = saved.compute, shape.intermediate
+    hidden_dropout = shape.dropout.get("hidden", 0.0)
+    wo_in = saved.grad_in(f"{prefix}.wo")
+    if shape.gated:  # gelu_new(wi_0 x) * wi_1 x
+        return (
+            4 * intermediate * compute
+            + 2 * intermediate * compute
+            + (
+                (intermediate * saved.mask + intermediate * compute * wo_in)
+                if hidden_dropout
+                else intermediate * compute * wo_in
+            )
+        )
+    return intermediate * compute + (
+        (intermediate * saved.mask + intermediate * compute * wo_in) if hidden_dropout else 0
+    )
 
 
-def _t5(sh: ModelShape, sv: Saved, seq: int) -> Inventory:
-    c, h = sv.compute, sh.hidden
-    n = c + (4 if c != 4 else 0)  # T5's norm keeps its input and, over 16 bits, an fp32 copy
-    drop = h * sv.mask if sh.dropout.get("hidden") else 0
+def _t5(shape: ModelShape, saved: Saved, seq: int) -> Inventory:
+    compute, hidden = saved.compute, shape.hidden
+    # T5's norm keeps its input and, over 16 bits, an fp32 copy
+    norm_bytes = compute + (4 if compute != 4 else 0)
+    drop = hidden * saved.mask if shape.dropout.get("hidden") else 0
     blocks = []
     stacks = (
         ("encoder", ("SelfAttention",), 1),
@@ -178,17 +242,29 @@ def _t5(sh: ModelShape, sv: Saved, seq: int) -> Inventory:
         block = 0
         for index, kind in enumerate(attns):
             base = f"{stack}.layer.{index}.{kind}"
-            block += _t5_norm(sv, h, f"{base}.q", f"{base}.k", f"{base}.v")
-            block += _attention(sh, sv, seq, f"{base}.o", False, False) + drop + h * n
+            block += _t5_norm(saved, hidden, f"{base}.q", f"{base}.k", f"{base}.v")
+            block += (
+                _attention(shape, saved, seq, f"{base}.o", False, False)
+                + drop
+                + hidden * norm_bytes
+            )
         mlp = f"{stack}.layer.{ff}.DenseReluDense"
-        block += _t5_norm(sv, h, f"{mlp}.wi", f"{mlp}.wi_0", f"{mlp}.wi_1")
-        block += _t5_ff(sh, sv, mlp) + drop + h * n + sv.adapters(sh, stack)
-        blocks.append((sh.layers if stack == "encoder" else sh.decoder_layers, block))
-    ends = 2 * (4 + (h * c if sv.full else 0) + drop) + (h * c if sv.grad_in("lm_head") else 0)
-    ends += h * c if any(sv.grad_in(f"decoder.layer.1.EncDecAttention.{p}") for p in "kv") else 0
-    embed = 2 * (h * n + drop) + 8 if sv.input_grads else -8
-    buckets = 2 * 8 * seq * seq if sv.full else 0  # relative-position bucket ids, per stack
-    return Inventory(tuple(blocks), ends + embed + 8, buckets, h * c, ends)
+        block += _t5_norm(saved, hidden, f"{mlp}.wi", f"{mlp}.wi_0", f"{mlp}.wi_1")
+        block += (
+            _t5_ff(shape, saved, mlp) + drop + hidden * norm_bytes + saved.adapters(shape, stack)
+        )
+        blocks.append((shape.layers if stack == "encoder" else shape.decoder_layers, block))
+    ends = 2 * (4 + (hidden * compute if saved.full else 0) + drop) + (
+        hidden * compute if saved.grad_in("lm_head") else 0
+    )
+    ends += (
+        hidden * compute
+        if any(saved.grad_in(f"decoder.layer.1.EncDecAttention.{p}") for p in "kv")
+        else 0
+    )
+    embed = 2 * (hidden * norm_bytes + drop) + 8 if saved.input_grads else -8
+    buckets = 2 * 8 * seq * seq if saved.full else 0  # relative-position bucket ids, per stack
+    return Inventory(tuple(blocks), ends + embed + 8, buckets, hidden * compute, ends)
 
 
 def saved_inventory(shape: ModelShape, saved: Saved, seq: int) -> Inventory:

@@ -123,14 +123,14 @@ def _weights(plan: _Plan, quantize_base: str | None, double_quant: bool) -> int:
     if not quantize_base:
         return (plan.shape.parameters + plan.extra_parameters) * plan.weight_bytes
     total = plan.extra_parameters * 4
-    for g in plan.shape.groups:
-        if g.kind == "linear" and g.in_blocks:
-            total += g.count * (
-                _nf4_bytes(g.in_features * g.out_features, double_quant)
-                + 4 * (g.each - g.in_features * g.out_features)
+    for group in plan.shape.groups:
+        if group.kind == "linear" and group.in_blocks:
+            total += group.count * (
+                _nf4_bytes(group.in_features * group.out_features, double_quant)
+                + 4 * (group.each - group.in_features * group.out_features)
             )
         else:
-            total += g.parameters * 4
+            total += group.parameters * 4
     return total
 
 
@@ -141,10 +141,10 @@ def _trainable_tensors(plan: _Plan) -> list[tuple[int, int]]:
             (plan.rank * g.out_features, g.count) for g in plan.lora
         ]
     tensors = [(plan.extra_parameters, 1)] if plan.extra_parameters > 0 else []
-    for g in plan.shape.groups:
-        width = g.out_features if g.kind in ("linear", "norm") else 0
-        main = g.each - (width if g.bias else 0)
-        tensors += [(main, g.count)] + ([(width, g.count)] if g.bias else [])
+    for group in plan.shape.groups:
+        width = group.out_features if group.kind in ("linear", "norm") else 0
+        main = group.each - (width if group.bias else 0)
+        tensors += [(main, group.count)] + ([(width, group.count)] if group.bias else [])
     return tensors
 
 
@@ -170,22 +170,24 @@ def _transient(plan: _Plan, saved: Saved) -> int:
     and is new when it is frozen) and both factors' gradients. A math-kernel attention's
     backward holds the probabilities' gradient instead, when that is wider.
     """
-    sh, c = plan.shape, plan.compute
-    h, i = sh.hidden, sh.intermediate
-    mlp = h + 2 * i if saved.full else h + 3 * i
+    shape, compute = plan.shape, plan.compute
+    hidden, intermediate = shape.hidden, shape.intermediate
+    mlp = hidden + 2 * intermediate if saved.full else hidden + 3 * intermediate
     attention = 0
-    if saved.attention == "eager" or (saved.device == "cpu" and sh.dropout.get("attention")):
-        attention = h + sh.heads * plan.seq
-    return c * max(mlp, attention)
+    if saved.attention == "eager" or (saved.device == "cpu" and shape.dropout.get("attention")):
+        attention = hidden + shape.heads * plan.seq
+    return compute * max(mlp, attention)
 
 
 def _activations(plan: _Plan, attention: str, device: str, checkpointing: bool) -> dict:
     """Bytes that backward finds at its peaks: saved activations (all of them, or the
     checkpointed inputs), one block's recomputed set, its backward temporaries, the loss."""
-    sh, c, tokens = plan.shape, plan.compute, plan.batch * plan.seq
+    shape, compute, tokens = plan.shape, plan.compute, plan.batch * plan.seq
     paths = frozenset(g.path for g in plan.lora)
-    saved = Saved(c, not plan.lora, paths, plan.rank, device, attention, input_grads=not plan.lora)
-    inv = saved_inventory(sh, saved, plan.seq)
+    saved = Saved(
+        compute, not plan.lora, paths, plan.rank, device, attention, input_grads=not plan.lora
+    )
+    inv = saved_inventory(shape, saved, plan.seq)
     layers = sum(count for count, _ in inv.blocks)
     block = max(per_token for _, per_token in inv.blocks)
     # at the first block's backward only that block's set (recomputed or kept) is left
@@ -196,15 +198,15 @@ def _activations(plan: _Plan, attention: str, device: str, checkpointing: bool) 
     else:
         kept = tokens * (sum(count * per for count, per in inv.blocks) + inv.outside) + inv.fixed
         top = kept - tokens * inv.head
-    loss_bytes = sh.options.get("loss_bytes") or c
+    loss_bytes = shape.options.get("loss_bytes") or compute
     return {
         "kept": kept,
         "top": top,
         "bottom": bottom,
         "transient": tokens * _transient(plan, saved),
-        "loss": tokens * sh.vocab * loss_bytes,
-        "loss_cast": tokens * sh.vocab * c if loss_bytes != c else 0,
-        "hidden_grad": tokens * sh.hidden * c,
+        "loss": tokens * shape.vocab * loss_bytes,
+        "loss_cast": tokens * shape.vocab * compute if loss_bytes != compute else 0,
+        "hidden_grad": tokens * shape.hidden * compute,
     }
 
 
@@ -217,11 +219,11 @@ def _gradient_stages(plan: _Plan, grad_bytes: int, tensors: list[tuple[int, int]
             sum(plan.rank * (g.in_features + g.out_features) for g in plan.lora) * grad_bytes
         )
         return {"all": total, "head": 0, "late": per_block}
-    sh = plan.shape
-    per_block = sum(g.each for g in sh.groups if g.in_blocks) * grad_bytes
-    embeddings = sum(g.parameters for g in sh.groups if g.kind == "embedding") * grad_bytes
-    head = sh.vocab * sh.hidden * grad_bytes
-    if sh.tied:  # the tied embedding's gradient arrives with the head's
+    shape = plan.shape
+    per_block = sum(g.each for g in shape.groups if g.in_blocks) * grad_bytes
+    embeddings = sum(g.parameters for g in shape.groups if g.kind == "embedding") * grad_bytes
+    head = shape.vocab * shape.hidden * grad_bytes
+    if shape.tied:  # the tied embedding's gradient arrives with the head's
         embeddings -= head
     return {"all": total, "head": head, "late": per_block + embeddings}
 

@@ -135,99 +135,117 @@ def _outside(path: str, kind: str, n_in: int, n_out: int, bias: bool = False) ->
     return ModuleGroup(path, kind, n_in, n_out, 1, bias, in_blocks=False)
 
 
-def _llama_groups(s: dict, cfg: dict, family: str) -> list[ModuleGroup]:
-    h, n, i, v = s["hidden"], s["layers"], s["intermediate"], s["vocab"]
-    q_out, kv_out = s["heads"] * s["head_dim"], s["kv_heads"] * s["head_dim"]
+def _llama_groups(sizes: dict, cfg: dict, family: str) -> list[ModuleGroup]:
+    hidden, layers = sizes["hidden"], sizes["layers"]
+    intermediate, vocab = sizes["intermediate"], sizes["vocab"]
+    q_out, kv_out = sizes["heads"] * sizes["head_dim"], sizes["kv_heads"] * sizes["head_dim"]
     qkv_bias = family == "qwen2" or bool(cfg.get("attention_bias", False))
     o_bias = family != "qwen2" and bool(cfg.get("attention_bias", False))
     mlp_bias = bool(cfg.get("mlp_bias", False))
     groups = [
-        _outside("model.embed_tokens", "embedding", v, h),
-        _linear("self_attn.q_proj", h, q_out, n, qkv_bias),
-        _linear("self_attn.k_proj", h, kv_out, n, qkv_bias),
-        _linear("self_attn.v_proj", h, kv_out, n, qkv_bias),
-        _linear("self_attn.o_proj", q_out, h, n, o_bias),
-        _linear("mlp.gate_proj", h, i, n, mlp_bias),
-        _linear("mlp.up_proj", h, i, n, mlp_bias),
-        _linear("mlp.down_proj", i, h, n, mlp_bias),
-        _norm("input_layernorm", h, n, False),
-        _norm("post_attention_layernorm", h, n, False),
-        _norm("model.norm", h, 1, False, in_blocks=False),
+        _outside("model.embed_tokens", "embedding", vocab, hidden),
+        _linear("self_attn.q_proj", hidden, q_out, layers, qkv_bias),
+        _linear("self_attn.k_proj", hidden, kv_out, layers, qkv_bias),
+        _linear("self_attn.v_proj", hidden, kv_out, layers, qkv_bias),
+        _linear("self_attn.o_proj", q_out, hidden, layers, o_bias),
+        _linear("mlp.gate_proj", hidden, intermediate, layers, mlp_bias),
+        _linear("mlp.up_proj", hidden, intermediate, layers, mlp_bias),
+        _linear("mlp.down_proj", intermediate, hidden, layers, mlp_bias),
+        _norm("input_layernorm", hidden, layers, False),
+        _norm("post_attention_layernorm", hidden, layers, False),
+        _norm("model.norm", hidden, 1, False, in_blocks=False),
     ]
-    return groups + ([] if s["tied"] else [_outside("lm_head", "linear", h, v)])
+    return groups + ([] if sizes["tied"] else [_outside("lm_head", "linear", hidden, vocab)])
 
 
-def _gpt2_groups(s: dict, cfg: dict) -> list[ModuleGroup]:
-    h, n, i, v = s["hidden"], s["layers"], s["intermediate"], s["vocab"]
+def _gpt2_groups(sizes: dict, cfg: dict) -> list[ModuleGroup]:
+    hidden, layers = sizes["hidden"], sizes["layers"]
+    intermediate, vocab = sizes["intermediate"], sizes["vocab"]
     groups = [
-        _outside("transformer.wte", "embedding", v, h),
-        _outside("transformer.wpe", "embedding", _size(cfg, "n_positions", 1024), h),
-        _norm("ln_1", h, n, True),
-        _linear("attn.c_attn", h, 3 * h, n, True),
-        _linear("attn.c_proj", h, h, n, True),
-        _norm("ln_2", h, n, True),
-        _linear("mlp.c_fc", h, i, n, True),
-        _linear("mlp.c_proj", i, h, n, True),
-        _norm("transformer.ln_f", h, 1, True, in_blocks=False),
+        _outside("transformer.wte", "embedding", vocab, hidden),
+        _outside("transformer.wpe", "embedding", _size(cfg, "n_positions", 1024), hidden),
+        _norm("ln_1", hidden, layers, True),
+        _linear("attn.c_attn", hidden, 3 * hidden, layers, True),
+        _linear("attn.c_proj", hidden, hidden, layers, True),
+        _norm("ln_2", hidden, layers, True),
+        _linear("mlp.c_fc", hidden, intermediate, layers, True),
+        _linear("mlp.c_proj", intermediate, hidden, layers, True),
+        _norm("transformer.ln_f", hidden, 1, True, in_blocks=False),
     ]
-    return groups + ([] if s["tied"] else [_outside("lm_head", "linear", h, v)])
+    return groups + ([] if sizes["tied"] else [_outside("lm_head", "linear", hidden, vocab)])
 
 
-def _neox_groups(s: dict, cfg: dict) -> list[ModuleGroup]:
-    h, n, i, v = s["hidden"], s["layers"], s["intermediate"], s["vocab"]
+def _neox_groups(sizes: dict, cfg: dict) -> list[ModuleGroup]:
+    hidden, layers = sizes["hidden"], sizes["layers"]
+    intermediate, vocab = sizes["intermediate"], sizes["vocab"]
     attn_bias = bool(cfg.get("attention_bias", True))
     groups = [
-        _outside("gpt_neox.embed_in", "embedding", v, h),
-        _norm("input_layernorm", h, n, True),
-        _norm("post_attention_layernorm", h, n, True),
-        _linear("attention.query_key_value", h, 3 * h, n, attn_bias),
-        _linear("attention.dense", h, h, n, attn_bias),
-        _linear("mlp.dense_h_to_4h", h, i, n, True),
-        _linear("mlp.dense_4h_to_h", i, h, n, True),
-        _norm("gpt_neox.final_layer_norm", h, 1, True, in_blocks=False),
+        _outside("gpt_neox.embed_in", "embedding", vocab, hidden),
+        _norm("input_layernorm", hidden, layers, True),
+        _norm("post_attention_layernorm", hidden, layers, True),
+        _linear("attention.query_key_value", hidden, 3 * hidden, layers, attn_bias),
+        _linear("attention.dense", hidden, hidden, layers, attn_bias),
+        _linear("mlp.dense_h_to_4h", hidden, intermediate, layers, True),
+        _linear("mlp.dense_4h_to_h", intermediate, hidden, layers, True),
+        _norm("gpt_neox.final_layer_norm", hidden, 1, True, in_blocks=False),
     ]
-    return groups + ([] if s["tied"] else [_outside("lm_head", "linear", h, v)])
+    return groups + ([] if sizes["tied"] else [_outside("lm_head", "linear", hidden, vocab)])
 
 
-def _bert_groups(s: dict, cfg: dict, family: str) -> list[ModuleGroup]:
-    h, n, i, v = s["hidden"], s["layers"], s["intermediate"], s["vocab"]
+def _bert_groups(sizes: dict, cfg: dict, family: str) -> list[ModuleGroup]:
+    hidden, layers = sizes["hidden"], sizes["layers"]
+    intermediate, vocab = sizes["intermediate"], sizes["vocab"]
     head = "cls.predictions" if family == "bert" else "lm_head"
     groups = [
-        _outside("embeddings.word_embeddings", "embedding", v, h),
+        _outside("embeddings.word_embeddings", "embedding", vocab, hidden),
         _outside(
             "embeddings.position_embeddings",
             "embedding",
             _size(cfg, "max_position_embeddings", 512),
-            h,
+            hidden,
         ),
         _outside(
-            "embeddings.token_type_embeddings", "embedding", _size(cfg, "type_vocab_size", 2), h
+            "embeddings.token_type_embeddings",
+            "embedding",
+            _size(cfg, "type_vocab_size", 2),
+            hidden,
         ),
-        _norm("embeddings.LayerNorm", h, 1, True, in_blocks=False),
-        _linear("attention.self.query", h, h, n, True),
-        _linear("attention.self.key", h, h, n, True),
-        _linear("attention.self.value", h, h, n, True),
-        _linear("attention.output.dense", h, h, n, True),
-        _norm("attention.output.LayerNorm", h, n, True),
-        _linear("intermediate.dense", h, i, n, True),
-        _linear("output.dense", i, h, n, True),
-        _norm("output.LayerNorm", h, n, True),
-        _outside(f"{head}{'.transform' if family == 'bert' else ''}.dense", "linear", h, h, True),
+        _norm("embeddings.LayerNorm", hidden, 1, True, in_blocks=False),
+        _linear("attention.self.query", hidden, hidden, layers, True),
+        _linear("attention.self.key", hidden, hidden, layers, True),
+        _linear("attention.self.value", hidden, hidden, layers, True),
+        _linear("attention.output.dense", hidden, hidden, layers, True),
+        _norm("attention.output.LayerNorm", hidden, layers, True),
+        _linear("intermediate.dense", hidden, intermediate, layers, True),
+        _linear("output.dense", intermediate, hidden, layers, True),
+        _norm("output.LayerNorm", hidden, layers, True),
+        _outside(
+            f"{head}{'.transform' if family == 'bert' else ''}.dense",
+            "linear",
+            hidden,
+            hidden,
+            True,
+        ),
         _norm(
             f"{head}{'.transform.LayerNorm' if family == 'bert' else '.layer_norm'}",
-            h,
+            hidden,
             1,
             True,
             False,
         ),
-        _outside(f"{head}.bias", "table", 1, v),
+        _outside(f"{head}.bias", "table", 1, vocab),
     ]
     # untied, the decoder keeps its own bias next to the head's (tied, they are one parameter)
-    return groups + ([] if s["tied"] else [_outside(f"{head}.decoder", "linear", h, v, bias=True)])
+    return groups + (
+        [] if sizes["tied"] else [_outside(f"{head}.decoder", "linear", hidden, vocab, bias=True)]
+    )
 
 
-def _t5_stack(prefix: str, s: dict, n: int, cross: bool, buckets: int) -> list[ModuleGroup]:
-    h, inner, i = s["hidden"], s["heads"] * s["head_dim"], s["intermediate"]
+def _t5_stack(
+    prefix: str, sizes: dict, layers: int, cross: bool, buckets: int
+) -> list[ModuleGroup]:
+    hidden, intermediate = sizes["hidden"], sizes["intermediate"]
+    inner = sizes["heads"] * sizes["head_dim"]
     ff_index = 2 if cross else 1
     attn_kinds = ["SelfAttention"] + (["EncDecAttention"] if cross else [])
     groups = [
@@ -235,24 +253,24 @@ def _t5_stack(prefix: str, s: dict, n: int, cross: bool, buckets: int) -> list[M
             f"{prefix}.block.0.layer.0.SelfAttention.relative_attention_bias",
             "embedding",
             buckets,
-            s["heads"],
+            sizes["heads"],
         )
     ]
     for index, kind in enumerate(attn_kinds):
         base = f"{prefix}.layer.{index}.{kind}"
-        groups += [_linear(f"{base}.{p}", h, inner, n) for p in ("q", "k", "v")]
+        groups += [_linear(f"{base}.{p}", hidden, inner, layers) for p in ("q", "k", "v")]
         groups += [
-            _linear(f"{base}.o", inner, h, n),
-            _norm(f"{prefix}.layer.{index}.layer_norm", h, n, False),
+            _linear(f"{base}.o", inner, hidden, layers),
+            _norm(f"{prefix}.layer.{index}.layer_norm", hidden, layers, False),
         ]
     ff = f"{prefix}.layer.{ff_index}.DenseReluDense"
-    ins = ("wi_0", "wi_1") if s["gated"] else ("wi",)
-    groups += [_linear(f"{ff}.{p}", h, i, n) for p in ins]
+    ins = ("wi_0", "wi_1") if sizes["gated"] else ("wi",)
+    groups += [_linear(f"{ff}.{p}", hidden, intermediate, layers) for p in ins]
     groups += [
-        _linear(f"{ff}.wo", i, h, n),
-        _norm(f"{prefix}.layer.{ff_index}.layer_norm", h, n, False),
+        _linear(f"{ff}.wo", intermediate, hidden, layers),
+        _norm(f"{prefix}.layer.{ff_index}.layer_norm", hidden, layers, False),
     ]
-    return groups + [_norm(f"{prefix}.final_layer_norm", h, 1, False, in_blocks=False)]
+    return groups + [_norm(f"{prefix}.final_layer_norm", hidden, 1, False, in_blocks=False)]
 
 
 def _t5_groups(s: dict, cfg: dict) -> list[ModuleGroup]:
@@ -314,33 +332,33 @@ def model_shape(arch: ArchInfo, config: dict | None = None) -> ModelShape:
             )
         family = "llama"  # a LLaMA-shaped decoder is the safest reading of an unknown gated model
         cfg["read_as"] = arch.model_type
-    s = _required(arch)
-    s["kv_heads"] = arch.kv_heads or s["heads"]
-    s["head_dim"] = arch.head_dim or s["hidden"] // s["heads"]
-    s["intermediate"] = arch.intermediate_size or 4 * s["hidden"]
+    sizes = _required(arch)
+    sizes["kv_heads"] = arch.kv_heads or sizes["heads"]
+    sizes["head_dim"] = arch.head_dim or sizes["hidden"] // sizes["heads"]
+    sizes["intermediate"] = arch.intermediate_size or 4 * sizes["hidden"]
     # transformers 5 ties T5's head to its embeddings whatever config.json says (v1.1 included)
-    s["tied"] = bool(arch.tied_embeddings) or family == "t5"
-    s["gated"] = bool(arch.gated_mlp) if family == "t5" else family in LLAMA_LIKE
-    s["decoder_layers"] = (arch.decoder_layers or s["layers"]) if family == "t5" else 0
+    sizes["tied"] = bool(arch.tied_embeddings) or family == "t5"
+    sizes["gated"] = bool(arch.gated_mlp) if family == "t5" else family in LLAMA_LIKE
+    sizes["decoder_layers"] = (arch.decoder_layers or sizes["layers"]) if family == "t5" else 0
     if family in LLAMA_LIKE:
-        groups = _llama_groups(s, cfg, family)
+        groups = _llama_groups(sizes, cfg, family)
     elif family == "gpt2":
-        groups = _gpt2_groups(s, cfg)
+        groups = _gpt2_groups(sizes, cfg)
     elif family == "gpt_neox":
-        groups = _neox_groups(s, cfg)
+        groups = _neox_groups(sizes, cfg)
     elif family in ("bert", "roberta"):
-        groups = _bert_groups(s, cfg, family)
+        groups = _bert_groups(sizes, cfg, family)
     else:
-        groups = _t5_groups(s, cfg)
+        groups = _t5_groups(sizes, cfg)
     rope = 0
     if family in LLAMA_LIKE:
-        rope = s["head_dim"]
+        rope = sizes["head_dim"]
     elif family == "gpt_neox":
         rope_parameters = cfg.get("rope_parameters")
         factor = _fraction(cfg, "rotary_pct", 0.25)
         if isinstance(rope_parameters, dict):
             factor = _fraction(rope_parameters, "partial_rotary_factor", factor)
-        rope = int(s["head_dim"] * factor)
+        rope = int(sizes["head_dim"] * factor)
     options = {
         "parallel_residual": bool(cfg.get("use_parallel_residual", True)),
         "gelu_saves": 4 if str(cfg.get("activation_function", "gelu_new")) == "gelu_new" else 1,
@@ -350,7 +368,12 @@ def model_shape(arch: ArchInfo, config: dict | None = None) -> ModelShape:
     }
     dropout = _dropouts(family, cfg)
     return ModelShape(
-        family=family, groups=tuple(groups), dropout=dropout, rope_dim=rope, options=options, **s
+        family=family,
+        groups=tuple(groups),
+        dropout=dropout,
+        rope_dim=rope,
+        options=options,
+        **sizes,
     )
 
 

@@ -79,8 +79,8 @@ def _open_cached(path: Path, mtime: float) -> GGUFFile:
             f"{path}: not a readable GGUF file ({type(exc).__name__}: {str(exc)[:160]})",
             "the file is corrupt or truncated; download it again",
         ) from exc
-    for t in reader.tensors:
-        _check_tensor(path, t)
+    for tensor in reader.tensors:
+        _check_tensor(path, tensor)
     tensors = [
         TensorInfo(
             name=t.name,

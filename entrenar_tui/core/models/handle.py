@@ -152,8 +152,8 @@ class Model:
 
             return read_tensor(self._gguf, info.name)
         if self.kind in ("pth",) or (self.kind == "adapter" and info.offset < 0):
-            t = self._pth[info.name].detach()  # a saved nn.Parameter requires grad
-            return t.float().numpy() if t.is_floating_point() else t.numpy()
+            tensor = self._pth[info.name].detach()  # a saved nn.Parameter requires grad
+            return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
         if self.kind == "apr":
             return self._apr.read(info.name)
         from .tensor_data import read_safetensors_tensor
@@ -222,7 +222,7 @@ def _check_pth_tensor(file: Path, name: str, tensor) -> None:
         )
 
 
-def _pth_info(name: str, t, file: Path) -> TensorInfo:
+def _pth_info(name: str, tensor, file: Path) -> TensorInfo:
     dtype = {
         "float32": "F32",
         "float16": "F16",
@@ -239,8 +239,10 @@ def _pth_info(name: str, t, file: Path) -> TensorInfo:
         "bool": "BOOL",
         "float8_e4m3fn": "F8_E4M3",
         "float8_e5m2": "F8_E5M2",
-    }.get(str(t.dtype).removeprefix("torch."), str(t.dtype))
-    return TensorInfo(name, tuple(t.shape), dtype, t.numel() * t.element_size(), file, -1)
+    }.get(str(tensor.dtype).removeprefix("torch."), str(tensor.dtype))
+    return TensorInfo(
+        name, tuple(tensor.shape), dtype, tensor.numel() * tensor.element_size(), file, -1
+    )
 
 
 def open_model(ref: str | Path, revision: str | None = None) -> Model:

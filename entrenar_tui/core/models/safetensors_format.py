@@ -52,8 +52,8 @@ def _fail(path: Path, what: str, hint: str, code: str) -> CorruptFileError:
 def _read_prefix(path: Path) -> tuple[int, int, bytes]:
     try:
         size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
+        with open(path, "rb") as handle:
+            head = handle.read(8)
     except FileNotFoundError as exc:
         hint = "the file is missing; download the model again"
         raise _fail(path, "does not exist", hint, "missing_file") from exc
@@ -66,18 +66,18 @@ def _read_prefix(path: Path) -> tuple[int, int, bytes]:
     if len(head) < 8:
         what = f"is {size} bytes, too short for a safetensors header"
         raise _fail(path, what, "the file is truncated; download it again", "truncated")
-    (n,) = struct.unpack("<Q", head)
-    return size, n, head
+    (header_length,) = struct.unpack("<Q", head)
+    return size, header_length, head
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # Python accepts NaN/Infinity; the spec does not
 
 
-def _load_json(path: Path, n: int) -> dict:
-    with open(path, "rb") as f:
-        f.seek(8)
-        raw = f.read(n)
+def _load_json(path: Path, header_length: int) -> dict:
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        raw = handle.read(header_length)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -192,20 +192,20 @@ def _metadata(path: Path, obj: dict) -> dict[str, str]:
 def read_header(path: str | Path) -> SafetensorsHeader:
     """Parse and check the header of a .safetensors file without reading tensor data."""
     path = Path(path)
-    size, n, _ = _read_prefix(path)
-    if n > MAX_HEADER_BYTES:
-        what = f"claims a {n}-byte header (limit {MAX_HEADER_BYTES})"
+    size, header_length, _ = _read_prefix(path)
+    if header_length > MAX_HEADER_BYTES:
+        what = f"claims a {header_length}-byte header (limit {MAX_HEADER_BYTES})"
         raise _fail(path, what, "the file is corrupt or not safetensors", "header_too_large")
-    if 8 + n > size:
-        what = f"header length {n} runs past the end of the {size}-byte file"
+    if 8 + header_length > size:
+        what = f"header length {header_length} runs past the end of the {size}-byte file"
         raise _fail(path, what, "the file is truncated; download it again", "header_past_eof")
-    obj = _load_json(path, n)
+    obj = _load_json(path, header_length)
     metadata = _metadata(path, obj)
-    data_start = 8 + n
+    data_start = 8 + header_length
     tensors, spans = [], []
     for name, entry in obj.items():
         info, begin, end = _tensor_from_entry(path, name, entry, data_start)
         tensors.append(info)
         spans.append((begin, end, name))
     _check_layout(path, spans, size - data_start)
-    return SafetensorsHeader(path, n, size, tensors, metadata)
+    return SafetensorsHeader(path, header_length, size, tensors, metadata)

@@ -159,9 +159,9 @@ def console_error(path: Path, start: int = 0) -> dict | None:
     its `{"error": ...}` line (--json: a bad config, an unknown model) or an `error:` line with
     the `hint:` line after it."""
     try:
-        with open(path / "console.log", "rb") as f:
-            f.seek(max(0, start, f.seek(0, os.SEEK_END) - 65536))
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        with open(path / "console.log", "rb") as handle:
+            handle.seek(max(0, start, handle.seek(0, os.SEEK_END) - 65536))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
     except (OSError, ValueError, OverflowError):
         return None
     following = ""  # the line after this one in the file
@@ -312,35 +312,35 @@ class MetricsTail:
     def poll(self) -> list[dict]:
         self.reset = False
         try:
-            with open(self.path, "rb") as f:
-                return self._read(f)
+            with open(self.path, "rb") as handle:
+                return self._read(handle)
         except OSError:
             return []
 
-    def _read(self, f) -> list[dict]:
-        stat = os.fstat(f.fileno())  # of the file opened, even if the path was just replaced
-        if self.inode is not None and self._replaced(f, stat):
+    def _read(self, handle) -> list[dict]:
+        stat = os.fstat(handle.fileno())  # of the file opened, even if the path was just replaced
+        if self.inode is not None and self._replaced(handle, stat):
             self.offset, self.partial, self._seen, self.reset = 0, b"", b"", True
         self.inode = stat.st_ino
         if stat.st_size <= self.offset:
             return []
-        f.seek(self.offset)
-        chunk = f.read(self.max_read)
+        handle.seek(self.offset)
+        chunk = handle.read(self.max_read)
         self.offset += len(chunk)
         self._seen = (self._seen + chunk)[-64:]
         lines = (self.partial + chunk).split(b"\n")
         self.partial = lines.pop()
         return [record for record in map(self._parse, lines) if record is not None]
 
-    def _replaced(self, f, stat: os.stat_result) -> bool:
+    def _replaced(self, handle, stat: os.stat_result) -> bool:
         """A new file (inode), a shorter one, or one whose bytes before `offset` changed (a
         file replaced twice between polls can get the old inode number back)."""
         if stat.st_ino != self.inode or stat.st_size < self.offset:
             return True
         if not self._seen:
             return False
-        f.seek(self.offset - len(self._seen))
-        return f.read(len(self._seen)) != self._seen
+        handle.seek(self.offset - len(self._seen))
+        return handle.read(len(self._seen)) != self._seen
 
     def _parse(self, line: bytes) -> dict | None:
         if not line.strip():
@@ -361,11 +361,11 @@ def tail_lines(path: str | Path, count: int = 20, max_bytes: int = 65536) -> lis
     if count <= 0:
         return []
     try:
-        with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
             start = max(0, end - max_bytes)
-            f.seek(max(0, start - 1))
-            data = f.read(end - start + (start > 0))
+            handle.seek(max(0, start - 1))
+            data = handle.read(end - start + (start > 0))
     except OSError:
         return []
     if start > 0:  # the byte before the window says whether its first line is whole
