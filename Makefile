@@ -35,12 +35,21 @@ run: install
 tour: install
 	$(PY) -m entrenar_tui.tour
 
-# What the tests drive besides Python: tmux (the app in a real terminal). Under CI=true a
-# missing tool fails its test, so it is installed here when absent.
+# What the tests drive besides Python: tmux (the app in a real terminal), PostgreSQL (the
+# distributed sweep test starts its own server) and Chromium (renders the HTML report). Under
+# CI=true a missing tool fails its test, so they are installed here when absent (as root, or
+# with sudo); otherwise this names them.
 system-deps:
-	@command -v tmux >/dev/null || { \
+	@missing=""; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux >/dev/null; }
+		echo "installing:$$missing"; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null \
+		|| echo "could not install:$$missing (apt-get install$$missing)"; \
+	fi
 
 test: install install-llama system-deps
 	$(VENV)/bin/ruff format --check .

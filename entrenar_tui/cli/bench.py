@@ -24,7 +24,17 @@ SeedsOpt = Annotated[
     int, typer.Option("--seeds", "--runs", help="Seeds per setting (3+ for statistics).")
 ]
 WorkersOpt = Annotated[
-    int, typer.Option("--workers", help="Jobs run at once (on CUDA: one GPU each).")
+    int,
+    typer.Option(
+        "--workers",
+        help="Jobs run at once (on CUDA: one GPU each); 0 with --storage: only enqueue.",
+    ),
+]
+HeartbeatOpt = Annotated[
+    int,
+    typer.Option(
+        "--heartbeat", help="Seconds between a worker's heartbeats; silent 3x this = presumed dead."
+    ),
 ]
 StorageOpt = Annotated[
     str | None, typer.Option("--storage", help="Optuna storage URL shared by many machines.")
@@ -64,29 +74,31 @@ def _sweep(command: str, build, options: dict) -> None:
         from ..core.bench.executor import LocalExecutor
         from ..core.bench.sweep import run_sweep
         from ..core.bench.sweepdir import METRICS, default_sweep_dir
-        from ..core.errors import InvalidInputError, NotBuiltError
+        from ..core.errors import InvalidInputError
 
         if options["metric"] not in METRICS:
             raise InvalidInputError(
                 f"unknown metric {options['metric']!r}", f"choose from {', '.join(METRICS)}"
             )
-        if options["storage"] or options["study"]:
-            raise NotBuiltError(
-                "--storage/--study (Optuna, many machines) is not built yet in this version",
-                "run the sweep on one machine with --workers N",
+        if bool(options["storage"]) != bool(options["study"]):
+            raise InvalidInputError(
+                "--storage and --study go together",
+                "pass both, e.g. --storage sqlite:///sweeps.db --study temperature-demo",
             )
         spec = build()
         spec.metric = options["metric"]
         target = options["sweep_dir"] or default_sweep_dir(command)
         from .bench_progress import SweepProgress
 
-        with SweepProgress(json_out) as progress:
-            outcome = run_sweep(
-                spec,
-                target,
-                executor=LocalExecutor(workers=options["workers"]),
-                emit=progress.on_event,
+        executor = LocalExecutor(workers=options["workers"])
+        if options["storage"]:
+            from ..core.bench.distributed import StudyExecutor
+
+            executor = StudyExecutor(
+                options["storage"], options["study"], options["workers"], options["heartbeat"]
             )
+        with SweepProgress(json_out) as progress:
+            outcome = run_sweep(spec, target, executor=executor, emit=progress.on_event)
         analysis = analyze(outcome.spec, outcome.results, options["metric"])
         if options["output"]:
             _write_output(options["output"], outcome.path, analysis)
@@ -136,6 +148,7 @@ def temperature(
     workers: WorkersOpt = 1,
     storage: StorageOpt = None,
     study: StudyOpt = None,
+    heartbeat: HeartbeatOpt = 30,
     sweep_dir: SweepDirOpt = None,
     output: OutputOpt = None,
     metric: MetricOpt = "eval_ppl",
@@ -171,6 +184,7 @@ def compare(
     workers: WorkersOpt = 1,
     storage: StorageOpt = None,
     study: StudyOpt = None,
+    heartbeat: HeartbeatOpt = 30,
     sweep_dir: SweepDirOpt = None,
     output: OutputOpt = None,
     metric: MetricOpt = "eval_ppl",
@@ -207,6 +221,7 @@ def ablation(
     workers: WorkersOpt = 1,
     storage: StorageOpt = None,
     study: StudyOpt = None,
+    heartbeat: HeartbeatOpt = 30,
     sweep_dir: SweepDirOpt = None,
     output: OutputOpt = None,
     metric: MetricOpt = "eval_ppl",
@@ -264,8 +279,34 @@ def report(
     run(call, json_out=json_out, debug=debug, show=show)
 
 
-for _name, _help in (
-    ("profile", "One run, profiled into an HTML report (not built yet)."),
-    ("worker", "Take jobs from an Optuna storage until none is left (not built yet)."),
-):
-    app.command(_name, context_settings=_EXTRA, help=_help)(planned_command(f"bench {_name}"))
+app.command("profile", context_settings=_EXTRA, help="One run, profiled (not built yet).")(
+    planned_command("bench profile")
+)
+
+
+@app.command("worker")
+def worker(
+    storage: Annotated[str, typer.Option("--storage", help="The sweep's Optuna storage URL.")],
+    study: Annotated[str, typer.Option("--study", help="The sweep's study name.")],
+    workers: Annotated[int, typer.Option("--workers", help="Jobs this machine runs at once.")] = 1,
+    heartbeat: HeartbeatOpt = 30,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Take a sweep's jobs from its Optuna storage until none is left (run it on every machine
+    that sees the sweep directory at the same path)."""
+
+    def call():
+        from ..core.bench.distributed import worker_main
+        from .bench_progress import SweepProgress
+
+        with SweepProgress(json_out) as progress:
+            result = worker_main(storage, study, workers, heartbeat, progress.on_event)
+        if json_out:
+            render.emit_json({"event": "result", **result})
+        return result
+
+    def show(result: dict) -> None:
+        render.line(f"worker done: {result['trials']} trials of study {result['study']}")
+
+    run(call, json_out=json_out, debug=debug, show=show, stream=True)

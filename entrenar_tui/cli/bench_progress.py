@@ -84,4 +84,14 @@ class SweepProgress:
             self._print(f"{name}: finished" + (f", eval ppl {ppl:.3f}" if ppl else ""))
         else:
             self._print(f"{name}: failed: {(event.get('error') or {}).get('message')}")
-        self._progress.advance(self._overall)
+        if self._overall is not None:
+            self._progress.advance(self._overall)
+
+    def _on_enqueued(self, event: dict) -> None:
+        self._print(f"study {event['study']}: {event['added']} jobs enqueued")
+
+    def _on_worker_start(self, event: dict) -> None:
+        self._print(f"worker {event['pid']}: taking jobs from study {event['study']}")
+
+    def _on_note(self, event: dict) -> None:
+        self._print(f"note: {event['message']}")

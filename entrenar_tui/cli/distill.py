@@ -72,6 +72,17 @@ def run_cmd(
     run_or_resume(config, output, overrides, resume, json_out, debug)
 
 
+def parent_gone() -> bool:
+    """A sweep job stops at a checkpoint when the worker that started it dies (so a job is
+    never left training on its own while another worker retries it)."""
+    import os
+
+    from ..core.runs.launch import STOP_WITH_PARENT
+
+    parent = os.environ.get(STOP_WITH_PARENT)
+    return bool(parent) and parent.isdigit() and os.getppid() != int(parent)
+
+
 def run_or_resume(config, output, overrides, resume, json_out: bool, debug: bool) -> None:
     """`distill run` and `tui --run`: one code path, so the headless twin is the same job."""
     import sys
@@ -99,7 +110,7 @@ def run_or_resume(config, output, overrides, resume, json_out: bool, debug: bool
                 resume=resume is not None,
                 command=sys.argv,
                 on_event=progress.on_event,
-                should_stop=lambda: stop.requested,
+                should_stop=lambda: stop.requested or parent_gone(),
                 overrides=overrides if resume is not None else None,
             )
 
@@ -127,25 +138,25 @@ def _refuse_with_resume(resume: str, config: str | None, output: str | None) -> 
         )
 
 
-def show_run(r) -> None:
+def show_run(result) -> None:
     rows = [
-        ("run directory", r.run_dir),
-        ("state", r.state),
-        ("steps", f"{r.step}/{r.total_steps}"),
-        ("tokens", f"{r.tokens:,}"),
-        ("time", f"{r.seconds:.1f} s"),
+        ("run directory", result.run_dir),
+        ("state", result.state),
+        ("steps", f"{result.step}/{result.total_steps}"),
+        ("tokens", f"{result.tokens:,}"),
+        ("time", f"{result.seconds:.1f} s"),
     ]
-    if r.teacher_eval:
-        rows.append(("teacher held-out ppl", f"{r.teacher_eval['eval_ppl']:.2f}"))
-    if r.student_eval_before:
-        rows.append(("student ppl before", f"{r.student_eval_before['eval_ppl']:.2f}"))
-    if r.student_eval_after:
-        rows.append(("student ppl after", f"{r.student_eval_after['eval_ppl']:.2f}"))
-        rows.append(("top-1 agreement", f"{r.student_eval_after['eval_top1_agreement']:.1%}"))
-    if r.final_dir:
-        rows.append(("student", r.final_dir))
+    if result.teacher_eval:
+        rows.append(("teacher held-out ppl", f"{result.teacher_eval['eval_ppl']:.2f}"))
+    if result.student_eval_before:
+        rows.append(("student ppl before", f"{result.student_eval_before['eval_ppl']:.2f}"))
+    if result.student_eval_after:
+        rows.append(("student ppl after", f"{result.student_eval_after['eval_ppl']:.2f}"))
+        rows.append(("top-1 agreement", f"{result.student_eval_after['eval_top1_agreement']:.1%}"))
+    if result.final_dir:
+        rows.append(("student", result.final_dir))
     render.show(render.kv_table("distillation", rows))
-    for sample in (r.student_eval_after or {}).get("samples", []):
+    for sample in (result.student_eval_after or {}).get("samples", []):
         render.line(f"sample: {sample['prompt']!r} -> {sample['completion']!r}")
 
 
@@ -229,18 +240,18 @@ def export(
     )
 
 
-def show_export(r) -> None:
+def show_export(result) -> None:
     rows = [
-        ("exported", r.source),
-        ("format", r.format + (f" ({r.quantize})" if r.quantize else "")),
-        ("output", r.output),
-        ("adapter merged", r.merged_adapter),
+        ("exported", result.source),
+        ("format", result.format + (f" ({result.quantize})" if result.quantize else "")),
+        ("output", result.output),
+        ("adapter merged", result.merged_adapter),
     ]
-    if r.conversion:
+    if result.conversion:
         rows += [
-            ("tensors", r.conversion.get("tensors")),
-            ("size", render.human_bytes(r.conversion.get("file_size_bytes"))),
-            ("verified", r.conversion.get("verified")),
+            ("tensors", result.conversion.get("tensors")),
+            ("size", render.human_bytes(result.conversion.get("file_size_bytes"))),
+            ("verified", result.conversion.get("verified")),
         ]
     render.show(render.kv_table("distill export", rows))
 
@@ -296,31 +307,33 @@ def estimate(
     run(call, json_out=json_out, debug=debug, show=show_estimate)
 
 
-def show_estimate(r) -> None:
-    total = r.total_bytes or 1
+def show_estimate(result) -> None:
+    total = result.total_bytes or 1
     rows = [
-        [k, render.human_bytes(v), f"{100 * v / total:.1f}%"] for k, v in r.breakdown.items() if v
+        [k, render.human_bytes(v), f"{100 * v / total:.1f}%"]
+        for k, v in result.breakdown.items()
+        if v
     ]
-    rows.append(["total", render.human_bytes(r.total_bytes), "100%"])
+    rows.append(["total", render.human_bytes(result.total_bytes), "100%"])
     render.show(
         render.table(
-            f"distillation memory ({r.device}): {r.teacher} -> {r.student}",
+            f"distillation memory ({result.device}): {result.teacher} -> {result.student}",
             ["term", "bytes", "share"],
             rows,
             right={1, 2},
         )
     )
     render.line(
-        f"teacher {r.teacher_parameters:,} parameters; student {r.student_parameters:,}; batch {r.batch_size} x {r.sequence_length} tokens"
+        f"teacher {result.teacher_parameters:,} parameters; student {result.student_parameters:,}; batch {result.batch_size} x {result.sequence_length} tokens"
     )
-    if r.seconds_per_step:
+    if result.seconds_per_step:
         eta = (
-            f"; {r.total_steps} steps take about {r.estimated_seconds / 60:.1f} min"
-            if r.estimated_seconds
+            f"; {result.total_steps} steps take about {result.estimated_seconds / 60:.1f} min"
+            if result.estimated_seconds
             else ""
         )
         render.line(
-            f"measured: {r.seconds_per_step:.2f} s/step, {r.tokens_per_second:,.0f} tokens/s{eta}"
+            f"measured: {result.seconds_per_step:.2f} s/step, {result.tokens_per_second:,.0f} tokens/s{eta}"
         )
-    for note in r.notes:
+    for note in result.notes:
         render.line(f"note: {note}")

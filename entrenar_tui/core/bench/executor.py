@@ -20,9 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import EntrenarError
 from ..fsutil import write_text_atomic
 from ..runs.follow import read_run
-from ..runs.launch import LaunchedRun, launch_run, resume_run
+from ..runs.launch import STOP_WITH_PARENT, LaunchedRun, launch_run, resume_run
 from .spec import Job, SweepSpec
 from .sweepdir import SweepDir, job_result
 
@@ -50,12 +51,25 @@ def worker_environments(workers: int) -> list[dict[str, str]]:
     """One environment per worker slot: a GPU each where there are GPUs, else a share of the
     CPU cores (so N children do not each start a thread per core and thrash)."""
     gpus = _gpu_ids()
+    tie = {STOP_WITH_PARENT: str(os.getpid())}  # a job stops when its worker dies
     if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} for slot in range(workers)]
+        return [{**tie, "CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} for slot in range(workers)]
     if workers == 1:
-        return [{}]
+        return [tie]
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * workers
+    return [{**tie, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * workers
+
+
+def start_job(sweep: SweepDir, spec: SweepSpec, job: Job, env: dict, cwd=None) -> LaunchedRun:
+    """Start a job's `distill run`: resume its run directory if an earlier try got as far as
+    starting (it has config.yaml), else a fresh run from the job's config."""
+    run_dir = sweep.job_dir(job)
+    if (run_dir / "config.yaml").exists():
+        return resume_run(run_dir, cwd=cwd, env=env)
+    config_path = run_dir / "launch-config.yaml"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config_path, yaml.safe_dump(spec.job_config(job), sort_keys=False))
+    return launch_run(config_path, run_dir, cwd=cwd, env=env)
 
 
 @dataclass
@@ -83,7 +97,7 @@ class LocalExecutor:
         try:
             while pending or self._active:
                 while pending and free:
-                    self._start(pending.popleft(), 1, free.popleft())
+                    self._start_or_record(pending.popleft(), free)
                 time.sleep(self.poll_s)
                 for key in list(self._active):
                     if self._poll(self._active[key]):
@@ -92,17 +106,22 @@ class LocalExecutor:
             self.stop_all()
             raise
 
+    def _start_or_record(self, job: Job, free: deque) -> None:
+        """Start a job; one whose run directory cannot be started is recorded failed, and the
+        sweep goes on with the others."""
+        slot = free.popleft()
+        try:
+            self._start(job, 1, slot)
+        except EntrenarError as exc:
+            free.append(slot)
+            result = job_result(job, self._sweep.job_dir(job), attempts=1)
+            result |= {"status": "failed", "error": exc.to_dict()}
+            self._sweep.append_result(result)
+            self._emit({"event": "job_end", **result})
+
     def _start(self, job: Job, attempts: int, slot: int) -> None:
-        run_dir = self._sweep.job_dir(job)
-        env = self._environments[slot]
-        if (run_dir / "config.yaml").exists():  # an earlier try got as far as starting
-            launched = resume_run(run_dir, cwd=self.cwd, env=env)
-        else:
-            config_path = run_dir / "launch-config.yaml"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            config = self._spec.job_config(job)
-            write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-            launched = launch_run(config_path, run_dir, cwd=self.cwd, env=env)
+        launched = start_job(self._sweep, self._spec, job, self._environments[slot], self.cwd)
+        run_dir = launched.run_dir
         self._active[job.key] = _Active(job, launched, attempts, slot)
         self._emit(
             {

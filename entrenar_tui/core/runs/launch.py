@@ -22,6 +22,10 @@ from ..errors import EntrenarError, InvalidInputError
 from ..fsutil import write_json_atomic
 from .follow import LAUNCH_FILES, pid_alive, read_run
 
+# Set in a child's environment to the pid of the process it must not outlive: `distill run`
+# then stops at a checkpoint when that process dies (sweep workers; the app's runs outlive it).
+STOP_WITH_PARENT = "ENTRENAR_STOP_WITH_PARENT"
+
 
 def entrenar_command(*args: str) -> list[str]:
     """The command line of `entrenar ARGS` with this interpreter (works without PATH)."""
