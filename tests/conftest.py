@@ -5,6 +5,7 @@ Models are built from configs (random weights, fixed seed) and saved once per se
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -240,7 +241,7 @@ def write_config(path, teacher, student, **training):
 
 def write_recorded_sweep(root, name: str = "temperature-20261201-120000"):
     """A finished temperature sweep (2 settings x 3 seeds) written with the sweep directory's
-    own writers, with fixed metrics: T=4 is clearly better than T=1."""
+    own writers, with fixed metrics and loss curves: T=4 is clearly better than T=1."""
     from entrenar_tui.core.bench.spec import SweepSpec
     from entrenar_tui.core.bench.sweepdir import SweepDir
 
@@ -261,6 +262,13 @@ def write_recorded_sweep(root, name: str = "temperature-20261201-120000"):
             "wall_s": 60.0,
             "steps": 30,
         }
+        curve = [
+            {"kind": "train", "step": step, "loss_ce": math.log(ppl) + 3.0 / step}
+            for step in range(1, 31)
+        ]
+        job_dir = sweep.job_dir(job)
+        job_dir.mkdir(parents=True)
+        (job_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in curve))
         sweep.append_result(
             {
                 "key": job.key,

@@ -111,20 +111,33 @@ def _sweep(command: str, build, options: dict) -> None:
     run(call, json_out=json_out, debug=options["debug"], show=show_sweep, stream=True)
 
 
+def render_report(target, report_format: str, metric: str | None) -> str:
+    from ..core.errors import InvalidInputError
+
+    if report_format == "md":
+        from ..core.bench.report import markdown_report
+
+        return markdown_report(target, metric)
+    if report_format == "html":
+        from ..core.bench.html import html_report
+
+        return html_report(target, metric)
+    raise InvalidInputError(f"--format {report_format}: unknown", "use --format md or html")
+
+
 def _write_output(output: str, sweep_dir: Path, analysis) -> None:
     from ..core.bench.export import write_csv
-    from ..core.bench.report import markdown_report
     from ..core.errors import InvalidInputError
     from ..core.fsutil import write_text_atomic
 
     path = Path(output)
     if path.suffix == ".csv":
         write_csv(path, sweep_dir)
-    elif path.suffix == ".md":
-        write_text_atomic(path, markdown_report(sweep_dir, analysis.metric))
+    elif path.suffix in (".md", ".html"):
+        write_text_atomic(path, render_report(sweep_dir, path.suffix[1:], analysis.metric))
     else:
         raise InvalidInputError(
-            f"--output {output}: unknown kind of file", "use a .csv or .md file name"
+            f"--output {output}: unknown kind of file", "use a .csv, .md or .html file name"
         )
 
 
@@ -247,7 +260,9 @@ def ablation(
 @app.command("report")
 def report(
     target: Annotated[str, typer.Argument(help="A sweep directory or its results.jsonl.")],
-    report_format: Annotated[str, typer.Option("--format", help="md (html: later).")] = "md",
+    report_format: Annotated[
+        str, typer.Option("--format", help="md, or html (static SVG charts, works offline).")
+    ] = "md",
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write here (default SWEEP/report.md).")
     ] = None,
@@ -258,22 +273,18 @@ def report(
     """Write the sweep up: Summary, Methodology, Results, Statistical Analysis, Recommendations."""
 
     def call():
-        from ..core.bench.report import load_sweep, markdown_report
-        from ..core.errors import InvalidInputError
+        from ..core.bench.report import load_sweep
         from ..core.fsutil import write_text_atomic
 
-        if report_format != "md":
-            raise InvalidInputError(
-                f"--format {report_format} is not available yet", "use --format md"
-            )
         sweep, _, _ = load_sweep(target)
-        text = markdown_report(target, metric)
-        path = Path(output) if output else sweep.path / "report.md"
+        text = render_report(target, report_format, metric)
+        path = Path(output) if output else sweep.path / f"report.{report_format}"
         write_text_atomic(path, text)
         return {"report": str(path), "format": report_format, "text": text}
 
     def show(result: dict) -> None:
-        render.line(result["text"])
+        if result["format"] == "md":
+            render.line(result["text"])
         render.err_line(f"written: {result['report']}")
 
     run(call, json_out=json_out, debug=debug, show=show)

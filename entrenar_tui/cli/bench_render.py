@@ -34,21 +34,17 @@ def show_sweep(result) -> None:
     render.err_line(f"sweep directory: {outcome.path} (entrenar bench report {outcome.path})")
 
 
-def _p(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def _show_comparisons(analysis) -> None:
+    from ..core.bench.report import p_text
+
     if not analysis.comparisons:
         return
     rows = [
         [
             f"{c.first} vs {c.second}",
             f"{c.difference:+.3g}",
-            _p(c.p_value),
-            _p(c.p_adjusted),
+            p_text(c.p_value),
+            p_text(c.p_adjusted),
             f"{c.hedges_g:+.2f}" if math.isfinite(c.hedges_g) else "-",
             f"{c.detectable_difference:.3g}" if math.isfinite(c.detectable_difference) else "-",
             "yes" if c.significant else "no",

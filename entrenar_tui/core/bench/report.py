@@ -1,10 +1,14 @@
-"""`bench report`: a sweep written up as Markdown (Summary, Methodology, Results, Statistical
-Analysis, Recommendations), from the sweep directory alone."""
+"""`bench report`: a sweep written up (Summary, Methodology, Results, Statistical Analysis,
+Recommendations) from the sweep directory alone.
+
+The report is built once as a list of sections made of blocks (paragraphs, lists, tables,
+code, charts); `markdown_report` and `html.html_report` only render those blocks."""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -12,7 +16,7 @@ import yaml
 from ..errors import InvalidInputError
 from .analysis import METRIC_NAMES, Analysis, analyze
 from .spec import SweepSpec
-from .sweepdir import METRICS, SweepDir, read_results
+from .sweepdir import SweepDir, read_results
 
 COLUMNS = ("eval_ppl", "eval_loss", "final_loss", "eval_top1_agreement", "tokens_per_s", "wall_s")
 SHORT_NAMES = {
@@ -69,139 +73,153 @@ def cell(summary, metric: str) -> str:
     return text + (" s" if metric == "wall_s" else "")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+@dataclass
+class Section:
+    title: str
+    blocks: list[tuple] = field(default_factory=list)  # ("p", text) ("list", items) ...
 
 
-def results_table(analysis: Analysis) -> str:
+def results_rows(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
     header = ["setting", "seeds", *(SHORT_NAMES[m] for m in COLUMNS)]
     rows = []
     for row in analysis.rows:
         mark = " (best)" if row.label == analysis.best else ""
         seeds = f"{row.finished}" + (f" (+{row.failed} failed)" if row.failed else "")
         rows.append([row.label + mark, seeds, *(cell(row.summaries[m], m) for m in COLUMNS)])
-    return _table(header, rows)
+    return header, rows
 
 
-def _p(value: float) -> str:
+def p_text(value: float) -> str:
     if math.isnan(value):
         return "-"
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def comparisons_table(analysis: Analysis) -> str:
+def comparison_rows(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
     header = ["comparison", "difference", "Welch t", "p", "Holm p", "Hedges g", "detectable", ""]
     rows = [
         [
             f"{c.first} vs {c.second}",
             f"{c.difference:+.4g}",
             f"{c.t:.2f}" if math.isfinite(c.t) else "-",
-            _p(c.p_value),
-            _p(c.p_adjusted),
+            p_text(c.p_value),
+            p_text(c.p_adjusted),
             f"{c.hedges_g:+.2f}" if math.isfinite(c.hedges_g) else "-",
             f"{c.detectable_difference:.3g}" if math.isfinite(c.detectable_difference) else "-",
             "significant" if c.significant else "",
         ]
         for c in analysis.comparisons
     ]
-    return _table(header, rows)
+    return header, rows
 
 
-def markdown_report(target: str | Path, metric: str | None = None) -> str:
+def build_report(target: str | Path, metric: str | None = None, charts=None) -> tuple:
+    """(title, sections, analysis); `charts(sweep, spec, analysis)` adds ("chart", name, svg)
+    blocks to Results (the HTML report passes one)."""
     sweep, spec, results = load_sweep(target)
     analysis = analyze(spec, results, metric)
-    facts = provenance(sweep, spec)
-    ended = [r for r in results.values() if r["key"] in {j.key for j in spec.jobs()}]
-    parts = [
-        f"# Sweep report: `bench {spec.command}`",
-        "",
-        "## Summary",
-        "",
-        f"- Sweep directory: `{sweep.path}`",
-        f"- Jobs: {len(spec.jobs())} ({len(spec.variants)} settings x {len(spec.seeds)} seeds);"
-        f" {sum(r['status'] == 'finished' for r in ended)} finished,"
-        f" {sum(r['status'] == 'failed' for r in ended)} failed,"
-        f" {len(spec.jobs()) - len(ended)} not run",
-        f"- Compared on: {METRIC_NAMES[analysis.metric]} (`{analysis.metric}`)",
-        f"- Best: {analysis.best or '-'}; winner: {analysis.winner or 'none (see Recommendations)'}",
-        "",
-        "## Methodology",
-        "",
-        *_methodology(spec, facts),
-        "",
-        "## Results",
-        "",
-        results_table(analysis),
-        "",
-        "## Statistical Analysis",
-        "",
-        *_statistics_text(analysis),
-        "",
-        "## Recommendations",
-        "",
-        analysis.recommendation,
-        *_failures(analysis),
-        "",
+    keys = {job.key for job in spec.jobs()}
+    ended = [r for r in results.values() if r["key"] in keys]
+    finished = sum(r["status"] == "finished" for r in ended)
+    failed = sum(r["status"] == "failed" for r in ended)
+    summary = [
+        f"Sweep directory: {sweep.path}",
+        f"Jobs: {len(keys)} ({len(spec.variants)} settings x {len(spec.seeds)} seeds); "
+        f"{finished} finished, {failed} failed, {len(keys) - len(ended)} not run",
+        f"Compared on: {METRIC_NAMES[analysis.metric]} ({analysis.metric})",
+        f"Best: {analysis.best or '-'}; winner: {analysis.winner or 'none (see Recommendations)'}",
     ]
-    return "\n".join(parts)
+    results_blocks: list[tuple] = [("table", *results_rows(analysis))]
+    if charts is not None:
+        results_blocks += charts(sweep, spec, analysis)
+    sections = [
+        Section("Summary", [("list", summary), ("p", analysis.recommendation)]),
+        Section("Methodology", _methodology(spec, provenance(sweep, spec))),
+        Section("Results", results_blocks),
+        Section("Statistical Analysis", _statistics(analysis)),
+        Section("Recommendations", [("p", analysis.recommendation), *_failures(analysis)]),
+    ]
+    return f"Sweep report: bench {spec.command}", sections, analysis
 
 
-def _methodology(spec: SweepSpec, facts: dict) -> list[str]:
-    varied = [f"- `{label}`: `{json.dumps(overlay)}`" for label, overlay in spec.variants]
-    lines = [
-        f"Each setting was trained once per seed ({', '.join(map(str, spec.seeds))}), each job a"
-        " separate `entrenar distill run` in its own run directory under `jobs/`, from the same"
-        " base config with one overlay:",
-        "",
-        *varied,
-        "",
-        *(f"- Filled in: {note}" for note in spec.notes),
-        "Metrics come from each run's last log line (final train loss) and its last held-out"
-        " evaluation (loss, perplexity, top-1 agreement with the teacher). The train loss mixes"
-        " the loss terms a setting uses, so settings are compared on held-out metrics.",
-        "",
-        "Base config:",
-        "",
-        "```yaml",
-        yaml.safe_dump(spec.base, sort_keys=False).rstrip(),
-        "```",
+def _methodology(spec: SweepSpec, facts: dict) -> list[tuple]:
+    varied = [f"{label}: {json.dumps(overlay)}" for label, overlay in spec.variants]
+    blocks: list[tuple] = [
+        (
+            "p",
+            f"Each setting was trained once per seed ({', '.join(map(str, spec.seeds))}), each"
+            " job a separate `entrenar distill run` in its own run directory under jobs/, from"
+            " the same base config with one overlay:",
+        ),
+        ("list", varied),
+    ]
+    if spec.notes:
+        blocks.append(("list", [f"Filled in: {note}" for note in spec.notes]))
+    blocks += [
+        (
+            "p",
+            "Metrics come from each run's last log line (final train loss) and its last"
+            " held-out evaluation (loss, perplexity, top-1 agreement with the teacher). The"
+            " train loss mixes the loss terms a setting uses, so settings are compared on"
+            " held-out metrics.",
+        ),
+        ("p", "Base config:"),
+        ("code", yaml.safe_dump(spec.base, sort_keys=False).rstrip()),
     ]
     if facts.get("hardware"):
-        lines += ["", f"Hardware: `{json.dumps(facts['hardware'])}`"]
+        blocks.append(("p", f"Hardware: {json.dumps(facts['hardware'])}"))
     if facts.get("versions"):
         versions = ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
-        lines += ["", f"Package versions: {versions}"]
-    return lines
+        blocks.append(("p", f"Package versions: {versions}"))
+    return blocks
 
 
-def _statistics_text(analysis: Analysis) -> list[str]:
+def _statistics(analysis: Analysis) -> list[tuple]:
     if not analysis.comparisons:
-        return ["No comparisons: at least two settings need finished jobs."]
+        return [("p", "No comparisons: at least two settings need finished jobs.")]
     against = (
         f"each setting against the baseline {analysis.baseline}"
         if analysis.baseline
         else "every pair of settings"
     )
-    return [
+    text = (
         f"Welch's t-test on {METRIC_NAMES[analysis.metric]}, {against}; p-values corrected"
         f" with Holm-Bonferroni across the {len(analysis.comparisons)} comparisons. Hedges' g is"
         " the bias-corrected standardised difference; 'detectable' is the smallest difference"
-        " each test could find with power 0.8 at the family-wise level, in the metric's units.",
-        "",
-        comparisons_table(analysis),
-    ]
+        " each test could find with power 0.8 at the family-wise level, in the metric's units."
+    )
+    return [("p", text), ("table", *comparison_rows(analysis))]
 
 
-def _failures(analysis: Analysis) -> list[str]:
+def _failures(analysis: Analysis) -> list[tuple]:
     if not analysis.failures:
         return []
-    lines = ["", "Failed jobs (each retried once from its last checkpoint):", ""]
-    for failure in analysis.failures:
-        error = failure.get("error") or {}
-        lines.append(f"- {failure['label']} seed {failure['seed']}: {error.get('message')}")
-    return lines
+    items = [
+        f"{failure['label']} seed {failure['seed']}: {(failure.get('error') or {}).get('message')}"
+        for failure in analysis.failures
+    ]
+    return [("p", "Failed jobs (each retried once from its last checkpoint):"), ("list", items)]
 
 
-__all__ = ["METRICS", "markdown_report", "load_sweep", "results_table", "comparisons_table"]
+def _markdown_block(block: tuple) -> str:
+    kind = block[0]
+    if kind == "p":
+        return block[1]
+    if kind == "list":
+        return "\n".join(f"- {item}" for item in block[1])
+    if kind == "code":
+        return f"```yaml\n{block[1]}\n```"
+    if kind == "table":
+        header, rows = block[1], block[2]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return ""  # charts are for the HTML report
+
+
+def markdown_report(target: str | Path, metric: str | None = None) -> str:
+    title, sections, _ = build_report(target, metric)
+    parts = [f"# {title}", ""]
+    for section in sections:
+        parts += [f"## {section.title}", ""]
+        parts += [text + "\n" for text in map(_markdown_block, section.blocks) if text]
+    return "\n".join(parts)
