@@ -30,6 +30,13 @@ WorkersOpt = Annotated[
         help="Jobs run at once (on CUDA: one GPU each); 0 with --storage: only enqueue.",
     ),
 ]
+ShareOpt = Annotated[
+    bool,
+    typer.Option(
+        "--share-teacher/--no-share-teacher",
+        help="Jobs needing only the teacher's logits share its top-k targets (computed once).",
+    ),
+]
 HeartbeatOpt = Annotated[
     int,
     typer.Option(
@@ -87,6 +94,14 @@ def _sweep(command: str, build, options: dict) -> None:
             )
         spec = build()
         spec.metric = options["metric"]
+        spec.share_teacher = options["share_teacher"]
+        if spec.share_teacher:
+            top_k = spec.base["distillation"]["teacher_cache"]["top_k"]
+            spec.notes.append(
+                f"teacher targets: jobs whose losses need only the teacher's logits use its top-"
+                f"{top_k} + tail targets, computed once per teacher, data and temperature in"
+                " teacher/ and shared (--no-share-teacher: exact logits in every job)"
+            )
         target = options["sweep_dir"] or default_sweep_dir(command)
         from .bench_progress import SweepProgress
 
@@ -162,6 +177,7 @@ def temperature(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     heartbeat: HeartbeatOpt = 30,
+    share_teacher: ShareOpt = True,
     sweep_dir: SweepDirOpt = None,
     output: OutputOpt = None,
     metric: MetricOpt = "eval_ppl",
@@ -198,6 +214,7 @@ def compare(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     heartbeat: HeartbeatOpt = 30,
+    share_teacher: ShareOpt = True,
     sweep_dir: SweepDirOpt = None,
     output: OutputOpt = None,
     metric: MetricOpt = "eval_ppl",
@@ -235,6 +252,7 @@ def ablation(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     heartbeat: HeartbeatOpt = 30,
+    share_teacher: ShareOpt = True,
     sweep_dir: SweepDirOpt = None,
     output: OutputOpt = None,
     metric: MetricOpt = "eval_ppl",

@@ -126,3 +126,20 @@ def test_a_job_that_fails_twice_is_recorded_failed_with_its_error(base_config, t
     assert [e["attempt"] for e in starts] == [1, 2]
     assert stream[-1]["failures"][0]["key"] == failed["key"]
     assert stream[-1]["best"] == "base" and stream[-1]["winner"] is None
+
+
+def test_jobs_that_need_only_logits_share_the_teachers_targets(base_config, tmp_path):
+    """Three alpha settings at one seed visit the same blocks: the first job computes the
+    teacher's targets into teacher/, the other two read every one of them."""
+    sweep_dir = tmp_path / "shared"
+    args = ["ablation", "--base-config", str(base_config), "--ablate", "alpha", "--seeds", "1"]
+    args += ["--set", "distillation.teacher_cache.enabled=true", "--sweep-dir", str(sweep_dir)]
+    result = bench(*args, "--json")
+    assert result.exit_code == 0, result.output
+    (store,) = (sweep_dir / "teacher").iterdir()
+    blocks = len(list(store.glob("block-*.safetensors")))
+    assert blocks >= 6 * 2  # 6 steps of batch 2, all distinct in the first epoch
+    logs = [(p / "events.log").read_text() for p in sorted((sweep_dir / "jobs").iterdir())]
+    reads = sorted(int(log.split("teacher targets: ")[1].split()[0]) for log in logs)
+    assert reads[0] == 0 and reads[1:] == [blocks, blocks]
+    assert "computed once per teacher" in (sweep_dir / "sweep.yaml").read_text()

@@ -172,3 +172,32 @@ def test_a_run_with_the_cache_says_how_much_of_the_teacher_it_keeps(tiny_lm_pair
     assert 0 < share < 0.5  # a random tiny teacher is nearly flat
     assert "under half" in notes[0]["message"]
     assert "teacher cache: the top 16" in (run_dir / "events.log").read_text()
+
+
+def test_runs_sharing_a_store_run_the_teacher_once_with_the_same_losses(tiny_lm_pair, tmp_path):
+    """The second run of the same teacher, data and cache settings reads every target the
+    first wrote (no teacher forward in training) and trains to the same losses bit for bit;
+    another temperature gets its own targets (the tail logit depends on it)."""
+    teacher, student = tiny_lm_pair
+    config = _config(tmp_path, teacher, student)
+    config.distillation.teacher_cache.dir = str(tmp_path / "store")
+
+    def run(cfg):
+        torch.manual_seed(0)
+        s = build(cfg)
+        calls = []
+        s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+        p = Progress()
+        steps = len(s.train_blocks) // cfg.training.batch_size
+        losses = [train_step(s, p, None)["loss_kd"] for _ in range(steps)]
+        return losses, len(calls), s.teacher_store
+
+    first, first_calls, first_store = run(config)
+    second, second_calls, second_store = run(config)
+    assert first_calls > 0 and first_store.written > 0
+    assert second_calls == 0 and second_store.read >= first_store.written
+    assert second == first
+    hotter = config.model_copy(deep=True)
+    hotter.distillation.temperature = 4.0
+    _, hotter_calls, hotter_store = run(hotter)
+    assert hotter_calls == first_calls and hotter_store.path != first_store.path

@@ -68,7 +68,9 @@ def start_job(sweep: SweepDir, spec: SweepSpec, job: Job, env: dict, cwd=None) -
         return resume_run(run_dir, cwd=cwd, env=env)
     config_path = run_dir / "launch-config.yaml"
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, yaml.safe_dump(spec.job_config(job), sort_keys=False))
+    write_text_atomic(
+        config_path, yaml.safe_dump(spec.job_config(job, sweep.path), sort_keys=False)
+    )
     return launch_run(config_path, run_dir, cwd=cwd, env=env)
 
 

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -126,6 +127,7 @@ class SweepSpec:
     baseline: str | None = None  # the label others are compared with
     metric: str = "eval_ppl"
     notes: list[str] = field(default_factory=list)
+    share_teacher: bool = False  # jobs that need only the teacher's logits share its targets
 
     def jobs(self) -> list[Job]:
         return [
@@ -134,8 +136,16 @@ class SweepSpec:
             for seed in self.seeds
         ]
 
-    def job_config(self, job: Job) -> dict:
-        return apply_overlay(self.base, {**job.overlay, "seed": job.seed})
+    def job_config(self, job: Job, sweep_path: Path | None = None) -> dict:
+        """The job's full config; with `share_teacher`, a job whose losses need only the
+        teacher's logits reads and writes its targets in the sweep's teacher/ folder."""
+        config = apply_overlay(self.base, {**job.overlay, "seed": job.seed})
+        if self.share_teacher and sweep_path is not None and _logits_only(config):
+            cache = {"enabled": True, "dir": str(Path(sweep_path).resolve() / "teacher")}
+            config = apply_overlay(
+                config, {f"distillation.teacher_cache.{k}": v for k, v in cache.items()}
+            )
+        return config
 
     def check(self) -> None:
         """Every job's config must pass the schema before anything runs."""
@@ -156,6 +166,7 @@ class SweepSpec:
             "seeds": self.seeds,
             "variants": [{"label": label, "overlay": overlay} for label, overlay in self.variants],
             "notes": self.notes,
+            "share_teacher": self.share_teacher,
             "base": self.base,
         }
 
@@ -169,7 +180,15 @@ class SweepSpec:
             baseline=data.get("baseline"),
             metric=data.get("metric", "eval_ppl"),
             notes=list(data.get("notes") or []),
+            share_teacher=bool(data.get("share_teacher", False)),
         )
+
+
+def _logits_only(config: dict) -> bool:
+    """True when no hidden-state or attention term is on (those need the teacher every step)."""
+    distillation = config.get("distillation") or {}
+    uses = [(distillation.get(name) or {}).get("enabled") for name in ("progressive", "attention")]
+    return not any(uses) and (distillation.get("alpha", 0.7) or 0) > 0
 
 
 def seed_list(base: DistillConfig, count: int) -> list[int]:

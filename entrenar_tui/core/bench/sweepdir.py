@@ -67,9 +67,11 @@ class SweepDir:
         continues it; a different base or job set would mix incomparable results)."""
         if self.spec_path.exists():
             existing = self.read_spec()
-            if existing.base != spec.base or existing.seeds != spec.seeds:
+            same = (existing.base, existing.seeds, existing.share_teacher)
+            if same != (spec.base, spec.seeds, spec.share_teacher):
                 raise InvalidInputError(
-                    f"{self.path} holds a different sweep (its base config or seeds differ)",
+                    f"{self.path} holds a different sweep (its base config, seeds or teacher"
+                    " sharing differ)",
                     "give a new --sweep-dir, or the same command and config as before",
                 )
             known = {label for label, _ in existing.variants}

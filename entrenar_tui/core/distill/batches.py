@@ -89,6 +89,10 @@ def teacher_logits(setup: Setup, batch: Batch, want_states: bool):
     compute the same loss."""
     blocks = batch.blocks
     cache = setup.config.distillation.teacher_cache
+    store = setup.teacher_store if cache.enabled and not want_states else None
+    for block in blocks if store is not None else ():
+        if block not in setup.teacher_cache and (entry := store.load(block)) is not None:
+            setup.teacher_cache[block] = entry
     cached = cache.enabled and not want_states and all(b in setup.teacher_cache for b in blocks)
     outputs = None
     if cached:
@@ -112,6 +116,8 @@ def teacher_logits(setup: Setup, batch: Batch, want_states: bool):
             )
         for row, block in enumerate(blocks):
             setup.teacher_cache[block] = tuple(p[row].cpu() for p in parts)
+            if store is not None:
+                store.save(block, setup.teacher_cache[block])
     values, indices, tail = parts
     full = tail.float().expand(*indices.shape[:-1], setup.student.config.vocab_size)
     return full.clone().scatter_(-1, indices.long(), values.float()), outputs

@@ -79,6 +79,7 @@ class AttentionConfig(Strict):
 class TeacherCacheConfig(Strict):
     enabled: bool = False
     top_k: int = Field(64, ge=1)
+    dir: str | None = None  # share the targets on disk with other runs (a sweep sets it)
 
 
 class DistillationConfig(Strict):

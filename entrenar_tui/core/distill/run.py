@@ -371,6 +371,11 @@ def _finish(
         final_eval = _eval_record(setup, progress.step, with_samples=True)
         run.append_metrics(final_eval)
         emit({"event": "eval", **final_eval})
+    if setup.teacher_store is not None:
+        store = setup.teacher_store
+        run.log(
+            f"teacher targets: {store.read} blocks read from {store.path}, {store.written} written"
+        )
     if setup.rank == 0:
         save_final(setup, run)
         _export_final(setup, run, emit)

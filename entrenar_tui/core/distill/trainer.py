@@ -26,6 +26,7 @@ from .batches import _compress as _compress  # importable from here, as before t
 from .batches import micro_batch, teacher_targets, window_counts
 from .config import DistillConfig
 from .losses import LossTerms
+from .teacher_store import TeacherStore
 
 Event = Callable[[dict], None]
 
@@ -72,6 +73,7 @@ class Setup:
     rank: int = 0
     teacher_cache: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # _compress
     cache_coverage: float | None = None  # the top k's share of the teacher's mass, first batch
+    teacher_store: TeacherStore | None = None  # targets shared on disk (teacher_cache.dir)
     trainable: torch.nn.Module | None = None  # StudentWithLoss, DDP-wrapped under torchrun
     scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA only
     pad_id: int = 0  # fills blocks shorter than dataset.max_length
@@ -211,7 +213,13 @@ def build(config: DistillConfig) -> Setup:
         trainable=trainable,
         scaler=grad_scaler(training.mixed_precision, device),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        teacher_store=_teacher_store(config),
     )
+
+
+def _teacher_store(config: DistillConfig) -> TeacherStore | None:
+    cache = config.distillation.teacher_cache
+    return TeacherStore(cache.dir, config) if cache.enabled and cache.dir else None
 
 
 def precision_problem(mixed_precision: str, device: str) -> tuple[str, str] | None:
