@@ -9,7 +9,6 @@ import typer
 
 from . import render
 from .common import DebugOpt, JsonOpt, run
-from .planned import _EXTRA, planned_command
 
 app = typer.Typer(help="Benchmark sweeps with honest statistics.", no_args_is_help=True)
 
@@ -308,9 +307,53 @@ def report(
     run(call, json_out=json_out, debug=debug, show=show)
 
 
-app.command("profile", context_settings=_EXTRA, help="One run, profiled (not built yet).")(
-    planned_command("bench profile")
-)
+@app.command("profile")
+def profile(
+    config: ConfigOpt,
+    output: Annotated[str, typer.Option("--output", "-o", help="The HTML report to write.")],
+    loss_curves: Annotated[
+        bool, typer.Option("--include-loss-curves", help="Loss per term over the steps.")
+    ] = False,
+    memory_timeline: Annotated[
+        bool, typer.Option("--include-memory-timeline", help="Memory at each logged step.")
+    ] = False,
+    throughput_histogram: Annotated[
+        bool, typer.Option("--include-throughput-histogram", help="Tokens/s distribution.")
+    ] = False,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    overrides: SetOpt = None,
+    sweep_dir: SweepDirOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train one run and write its profile: throughput, memory, loss per term (all three
+    charts unless some --include-... flags pick them)."""
+
+    def call():
+        from ..core.bench.executor import LocalExecutor
+        from ..core.bench.profile import CHARTS, profile_report
+        from ..core.bench.sweep import profile_spec, run_sweep
+        from ..core.bench.sweepdir import default_sweep_dir
+        from ..core.fsutil import write_text_atomic
+        from .bench_progress import SweepProgress
+
+        picked = [loss_curves, memory_timeline, throughput_histogram]
+        include = tuple(name for name, on in zip(CHARTS, picked, strict=True) if on) or CHARTS
+        spec = profile_spec(config, _overrides(overrides, steps, epochs))
+        target = sweep_dir or default_sweep_dir("profile")
+        with SweepProgress(json_out) as progress:
+            outcome = run_sweep(spec, target, executor=LocalExecutor(), emit=progress.on_event)
+        write_text_atomic(output, profile_report(outcome.path, include))
+        result = {"report": output, "sweep_dir": str(outcome.path), "charts": list(include)}
+        if json_out:
+            render.emit_json({"event": "result", **result})
+        return result
+
+    def show(result: dict) -> None:
+        render.line(f"profile written: {result['report']} ({', '.join(result['charts'])})")
+
+    run(call, json_out=json_out, debug=debug, show=show, stream=True)
 
 
 @app.command("worker")

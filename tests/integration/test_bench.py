@@ -143,3 +143,14 @@ def test_jobs_that_need_only_logits_share_the_teachers_targets(base_config, tmp_
     reads = sorted(int(log.split("teacher targets: ")[1].split()[0]) for log in logs)
     assert reads[0] == 0 and reads[1:] == [blocks, blocks]
     assert "computed once per teacher" in (sweep_dir / "sweep.yaml").read_text()
+
+
+def test_profile_trains_one_run_and_writes_the_charts_asked_for(base_config, tmp_path):
+    output = tmp_path / "profile.html"
+    args = ["profile", "--config", str(base_config), "--output", str(output)]
+    result = bench(*args, "--include-loss-curves", "--sweep-dir", str(tmp_path / "p"), "--json")
+    assert result.exit_code == 0, result.output
+    assert events(result.output)[-1]["charts"] == ["loss-curves"]
+    text = output.read_text()
+    assert text.count("<svg") == 1 and "Loss per term" in text
+    assert "<td>steps</td><td>6</td>" in text and "tokens/s (median, p10-p90)" in text

@@ -33,7 +33,7 @@ def test_error_goes_to_stderr_with_exit_2():
     assert out.stderr.splitlines()[0].startswith("error: ")
 
 
-@pytest.mark.parametrize("args", [["entrenar-bench", "profile"], ["entrenar-shell"]])
+@pytest.mark.parametrize("args", [["entrenar-shell"]])
 def test_unbuilt_aliases_exit_2(args):
     out = run(*args)
     assert out.returncode == 2 and "not built yet" in out.stderr

@@ -22,7 +22,7 @@ figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 """
 
 
-def _svg(figure) -> str:
+def svg(figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
@@ -48,7 +48,7 @@ def _metric_chart(analysis) -> str:
     axes.set_xticks(range(len(rows)), [row.label for row in rows], rotation=20)
     axes.set_ylabel(METRIC_NAMES[analysis.metric])
     axes.grid(axis="y", alpha=0.3)
-    return _svg(figure)
+    return svg(figure)
 
 
 def _curves(sweep, spec) -> dict[str, list[list[tuple[int, float]]]]:
@@ -81,7 +81,7 @@ def _loss_chart(curves) -> str:
     axes.set_ylabel("student cross-entropy (train)")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
-    return _svg(figure)
+    return svg(figure)
 
 
 def _throughput_chart(analysis) -> str:
@@ -94,15 +94,19 @@ def _throughput_chart(analysis) -> str:
         axes.bar(index, summary.mean, yerr=summary.std, color="#68a", capsize=4)
     axes.set_xticks(range(len(rows)), [row.label for row in rows], rotation=20)
     axes.set_ylabel("tokens/s")
-    return _svg(figure)
+    return svg(figure)
 
 
-def charts(sweep, spec, analysis) -> list[tuple]:
+def use_svg_backend() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"  # labels stay text: searchable, small
     matplotlib.rcParams["svg.hashsalt"] = "entrenar"  # the same sweep gives the same page
+
+
+def charts(sweep, spec, analysis) -> list[tuple]:
+    use_svg_backend()
     blocks = []
     if any(row.values[analysis.metric] for row in analysis.rows):
         caption = f"{METRIC_NAMES[analysis.metric]} per setting: each seed, mean ± sd"
@@ -139,6 +143,10 @@ def _block(block: tuple) -> str:
 
 def html_report(target: str | Path, metric: str | None = None) -> str:
     title, sections, _ = build_report(target, metric, charts=charts)
+    return render_html(title, sections)
+
+
+def render_html(title: str, sections) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

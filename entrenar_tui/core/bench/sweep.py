@@ -117,3 +117,9 @@ def _finished(run_dir: Path) -> bool:
     from ..runs.follow import read_run
 
     return read_run(run_dir).state == "finished"
+
+
+def profile_spec(config_ref, overrides: list[str]) -> SweepSpec:
+    """One job (the config as given, at its own seed): what `bench profile` trains."""
+    config, base = _base(config_ref, overrides)
+    return SweepSpec("profile", base, [("profile", {})], [config.seed])
