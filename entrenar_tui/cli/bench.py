@@ -15,6 +15,17 @@ app = typer.Typer(help="Benchmark sweeps with honest statistics.", no_args_is_he
 ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help="Base distill.yaml, or a packaged example (demo).")
 ]
+BaseConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Base distill.yaml or a packaged example (demo)."),
+]
+TeacherOpt = Annotated[
+    str | None, typer.Option("--teacher", help="Teacher model (overrides the config's).")
+]
+StudentOpt = Annotated[
+    str | None,
+    typer.Option("--student", help="Student model (default: every third teacher layer)."),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a base config field: --set training.max_steps=50."),
@@ -157,7 +168,9 @@ def _write_output(output: str, sweep_dir: Path, analysis) -> None:
 
 @app.command("temperature")
 def temperature(
-    config: ConfigOpt,
+    config: BaseConfigOpt = None,
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
     value_range: Annotated[
         str, typer.Option("--range", help="Temperatures low..high, both included.")
     ] = "1.0..8.0",
@@ -185,20 +198,21 @@ def temperature(
 ) -> None:
     """Sweep distillation.temperature; mark the best and test it against the baseline."""
     from ..core.bench.overlays import parse_range
-    from ..core.bench.sweep import temperature_spec
+    from ..core.bench.sweep import BaseRef, temperature_spec
 
     def build():
         values = parse_range(value_range, step)
-        return temperature_spec(
-            config, _overrides(overrides, steps, epochs), values, seeds, baseline
-        )
+        base = BaseRef(config, teacher, student)
+        return temperature_spec(base, _overrides(overrides, steps, epochs), values, seeds, baseline)
 
     _sweep("temperature", build, locals())
 
 
 @app.command("compare")
 def compare(
-    config: ConfigOpt,
+    config: BaseConfigOpt = None,
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
     strategies: Annotated[
         str,
         typer.Option(
@@ -221,12 +235,13 @@ def compare(
     debug: DebugOpt = False,
 ) -> None:
     """Compare distillation strategies (ce-only is always added as the baseline)."""
-    from ..core.bench.sweep import strategy_spec
+    from ..core.bench.sweep import BaseRef, strategy_spec
 
     names = [name.strip() for name in strategies.split(",") if name.strip()]
 
     def build():
-        return strategy_spec(config, _overrides(overrides, steps, epochs), names, seeds)
+        base = BaseRef(config, teacher, student)
+        return strategy_spec(base, _overrides(overrides, steps, epochs), names, seeds)
 
     _sweep("compare", build, locals())
 

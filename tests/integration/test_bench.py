@@ -154,3 +154,21 @@ def test_profile_trains_one_run_and_writes_the_charts_asked_for(base_config, tmp
     text = output.read_text()
     assert text.count("<svg") == 1 and "Loss per term" in text
     assert "<td>steps</td><td>6</td>" in text and "tokens/s (median, p10-p90)" in text
+
+
+def test_teacher_and_student_options_build_the_base_from_the_starter(tiny_lm_pair):
+    """The original design's `--teacher/--student`: the starter config with those models."""
+    from entrenar_tui.core.bench.sweep import BaseRef
+    from entrenar_tui.core.errors import InvalidInputError
+
+    teacher, student = tiny_lm_pair
+    both = BaseRef(teacher=str(teacher), student=str(student)).load([])
+    assert both.teacher.model_id == str(teacher) and both.student.model_id == str(student)
+    assert both.student.init_from_teacher is None
+    alone = BaseRef(teacher=str(teacher)).load(["training.max_steps=5"])
+    assert alone.student.init_from_teacher.layers == [0, 3]  # every third of its 4 layers
+    assert alone.training.max_steps == 5
+    with pytest.raises(InvalidInputError, match="--teacher"):
+        BaseRef().load([])
+    result = bench("temperature", "--range", "2..2", "--seeds", "1", "--json")
+    assert result.exit_code == 2 and "--config F, or --teacher" in result.output

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..distill.config import DistillConfig, load_config
+from ..distill.config import DistillConfig, config_from_data, load_config
+from ..errors import InvalidInputError
 from .executor import LocalExecutor
 from .overlays import ablation_variants, strategy_variants, temperature_variants
 from .spec import SweepSpec, seed_list
@@ -20,8 +21,49 @@ from .sweepdir import SweepDir, job_result
 Event = Callable[[dict], None]
 
 
-def _base(config_ref: str | Path, overrides: list[str]) -> tuple[DistillConfig, dict]:
-    config = load_config(config_ref, overrides)
+@dataclass
+class BaseRef:
+    """Where a sweep's base config comes from: a config file (or packaged example), or the
+    original design's `--teacher/--student` (the starter config with those models)."""
+
+    config: str | Path | None = None
+    teacher: str | None = None
+    student: str | None = None
+
+    def load(self, overrides: list[str]) -> DistillConfig:
+        import yaml
+
+        from ..distill.config import load_yaml, resolve_config_path
+        from ..distill.starter import starter_config
+
+        if self.config is None and self.teacher is None:
+            raise InvalidInputError(
+                "give --config F, or --teacher (and --student) to sweep the starter config",
+                "try: --config demo",
+            )
+        if self.config is not None:
+            data = load_yaml(resolve_config_path(self.config))
+        else:
+            data = yaml.safe_load(starter_config(self.teacher))
+        if self.teacher is not None:
+            data.setdefault("teacher", {})["model_id"] = self.teacher
+        if self.student is not None:
+            data["student"] = {**(data.get("student") or {}), "model_id": self.student}
+            data["student"].pop("init_from_teacher", None)
+        elif self.config is None:
+            data["student"]["init_from_teacher"]["layers"] = _every_third(self.teacher)
+        return config_from_data(data, overrides)
+
+
+def _every_third(teacher: str) -> list[int]:
+    from ..models import Model
+
+    layers = Model.open(teacher).arch.layers or 4
+    return list(range(0, layers, 3))
+
+
+def _base(ref, overrides: list[str]) -> tuple[DistillConfig, dict]:
+    config = ref.load(overrides) if isinstance(ref, BaseRef) else load_config(ref, overrides)
     return config, config.model_dump(mode="json")
 
 

@@ -395,7 +395,12 @@ def default_run_dir(ref: str | Path, config: DistillConfig) -> Path:
 
 def load_config(ref: str | Path, overrides: list[str] | None = None) -> DistillConfig:
     """Load, override and validate; raise ConfigError listing every problem."""
-    data = apply_overrides(load_yaml(resolve_config_path(ref)), overrides or [])
+    return config_from_data(load_yaml(resolve_config_path(ref)), overrides)
+
+
+def config_from_data(data: dict, overrides: list[str] | None = None) -> DistillConfig:
+    """Override and validate a config mapping; raise ConfigError listing every problem."""
+    data = apply_overrides(data, overrides or [])
     config, problems = parse_config(data)
     if problems:
         first = problems[0]
