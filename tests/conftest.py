@@ -212,8 +212,9 @@ def tui_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def write_config(path, teacher, student, **training):
-    """A tiny distill config (teacher and student from `tiny_lm_pair`); `training` overrides."""
+def write_config(path, teacher, student, *, dataset=None, output=None, **training):
+    """A tiny distill config (teacher and student from `tiny_lm_pair`); `training` overrides
+    training fields, `dataset` and `output` update those sections."""
     import yaml
 
     cfg = {
@@ -232,8 +233,8 @@ def write_config(path, teacher, student, **training):
             "eval_max_blocks": 4,
             **training,
         },
-        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 120},
-        "output": {"checkpoint_every": 4, "keep_checkpoints": 2},
+        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 120, **(dataset or {})},
+        "output": {"checkpoint_every": 4, "keep_checkpoints": 2, **(output or {})},
     }
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -22,10 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
-from conftest import train_tiny_tokenizer
+from conftest import train_tiny_tokenizer, write_config
 from entrenar_tui.cli.main import app
 
 runner = CliRunner()
@@ -64,28 +63,20 @@ def build_pair(root: Path, tokenizer_dir: Path, shapes) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
-def write_config(path: Path, teacher: Path, student: Path) -> Path:
+def training_only_config(path: Path, teacher: Path, student: Path) -> Path:
     """Training steps only: no evaluation and no checkpoints, whose serialisation the
     estimate does not model."""
-    config = {
-        "seed": 3,
-        "device": "cpu",
-        "teacher": {"model_id": str(teacher)},
-        "student": {"model_id": str(student)},
-        "distillation": {"temperature": 2.0, "alpha": 0.5},
-        "training": {
-            "max_steps": 4,
-            "batch_size": 2,
-            "learning_rate": 1e-3,
-            "warmup_steps": 0,
-            "log_every": 1,
-            "eval_every": None,
-        },
-        "dataset": {"source": "builtin", "max_length": 32, "max_documents": 60},
-        "output": {"checkpoint_every": None},
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(
+        path,
+        teacher,
+        student,
+        dataset={"max_documents": 60},
+        output={"checkpoint_every": None},
+        max_steps=4,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        eval_every=None,
+    )
 
 
 def measured_peak(config: Path, out: Path) -> int:
@@ -123,7 +114,7 @@ def test_estimate_matches_the_measured_peak_of_a_real_run(tmp_path):
     measured, estimated = {}, {}
     for name, shapes in PAIRS.items():
         teacher, student = build_pair(tmp_path / name, tokenizer_dir, shapes)
-        config = write_config(tmp_path / f"{name}.yaml", teacher, student)
+        config = training_only_config(tmp_path / f"{name}.yaml", teacher, student)
         measured[name] = measured_peak(config, tmp_path / f"run-{name}")
         estimated[name] = estimate(config)
     runtime = measured["tiny"] - modelled_bytes(estimated["tiny"])
