@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -62,7 +63,8 @@ SweepDirOpt = Annotated[
     typer.Option("--sweep-dir", help="Sweep directory (default runs/sweeps/COMMAND-TIME)."),
 ]
 OutputOpt = Annotated[
-    str | None, typer.Option("--output", "-o", help="Also write the results here (.csv or .md).")
+    str | None,
+    typer.Option("--output", "-o", help="Also write the results here (.csv, .md or .html)."),
 ]
 MetricOpt = Annotated[
     str, typer.Option("--metric", help="What settings are compared on (lower ppl is better).")
@@ -166,7 +168,55 @@ def _write_output(output: str, sweep_dir: Path, analysis) -> None:
         )
 
 
-@app.command("temperature")
+# What every sweep command takes, added to each one's own options by `sweep_command`.
+SWEEP_OPTIONS = {
+    "seeds": (SeedsOpt, 3),
+    "steps": (StepsOpt, None),
+    "epochs": (EpochsOpt, None),
+    "overrides": (SetOpt, None),
+    "workers": (WorkersOpt, 1),
+    "storage": (StorageOpt, None),
+    "study": (StudyOpt, None),
+    "heartbeat": (HeartbeatOpt, 30),
+    "share_teacher": (ShareOpt, True),
+    "sweep_dir": (SweepDirOpt, None),
+    "output": (OutputOpt, None),
+    "metric": (MetricOpt, "eval_ppl"),
+    "json_out": (JsonOpt, False),
+    "debug": (DebugOpt, False),
+}
+
+
+def sweep_command(name: str):
+    """Register `build(own options..., overrides=, seeds=) -> SweepSpec` as `bench NAME` with
+    the shared sweep options appended to its signature (Typer reads `__signature__`)."""
+
+    def register(build):
+        own = [
+            param
+            for param in inspect.signature(build, eval_str=True).parameters.values()
+            if param.name not in ("overrides", "seeds")
+        ]
+        shared = [
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=value)
+            for key, (kind, value) in SWEEP_OPTIONS.items()
+        ]
+
+        def command(**values) -> None:
+            options = {key: values.pop(key) for key in SWEEP_OPTIONS}
+            overrides = _overrides(options["overrides"], options["steps"], options["epochs"])
+            spec = lambda: build(**values, overrides=overrides, seeds=options["seeds"])  # noqa: E731
+            _sweep(name, spec, options)
+
+        command.__signature__ = inspect.Signature([*own, *shared])
+        command.__doc__, command.__name__ = build.__doc__, build.__name__
+        app.command(name)(command)
+        return build
+
+    return register
+
+
+@sweep_command("temperature")
 def temperature(
     config: BaseConfigOpt = None,
     teacher: TeacherOpt = None,
@@ -181,34 +231,19 @@ def temperature(
             "--baseline", help="Temperature the others are tested against (default: low)."
         ),
     ] = None,
-    seeds: SeedsOpt = 3,
-    steps: StepsOpt = None,
-    epochs: EpochsOpt = None,
-    overrides: SetOpt = None,
-    workers: WorkersOpt = 1,
-    storage: StorageOpt = None,
-    study: StudyOpt = None,
-    heartbeat: HeartbeatOpt = 30,
-    share_teacher: ShareOpt = True,
-    sweep_dir: SweepDirOpt = None,
-    output: OutputOpt = None,
-    metric: MetricOpt = "eval_ppl",
-    json_out: JsonOpt = False,
-    debug: DebugOpt = False,
-) -> None:
+    *,
+    overrides: list[str],
+    seeds: int,
+):
     """Sweep distillation.temperature; mark the best and test it against the baseline."""
     from ..core.bench.overlays import parse_range
     from ..core.bench.sweep import BaseRef, temperature_spec
 
-    def build():
-        values = parse_range(value_range, step)
-        base = BaseRef(config, teacher, student)
-        return temperature_spec(base, _overrides(overrides, steps, epochs), values, seeds, baseline)
-
-    _sweep("temperature", build, locals())
+    values = parse_range(value_range, step)
+    return temperature_spec(BaseRef(config, teacher, student), overrides, values, seeds, baseline)
 
 
-@app.command("compare")
+@sweep_command("compare")
 def compare(
     config: BaseConfigOpt = None,
     teacher: TeacherOpt = None,
@@ -219,34 +254,18 @@ def compare(
             "--strategies", help="Comma-separated: kd-only,progressive,attention,combined."
         ),
     ] = "kd-only,progressive,attention,combined",
-    seeds: SeedsOpt = 3,
-    steps: StepsOpt = None,
-    epochs: EpochsOpt = None,
-    overrides: SetOpt = None,
-    workers: WorkersOpt = 1,
-    storage: StorageOpt = None,
-    study: StudyOpt = None,
-    heartbeat: HeartbeatOpt = 30,
-    share_teacher: ShareOpt = True,
-    sweep_dir: SweepDirOpt = None,
-    output: OutputOpt = None,
-    metric: MetricOpt = "eval_ppl",
-    json_out: JsonOpt = False,
-    debug: DebugOpt = False,
-) -> None:
+    *,
+    overrides: list[str],
+    seeds: int,
+):
     """Compare distillation strategies (ce-only is always added as the baseline)."""
     from ..core.bench.sweep import BaseRef, strategy_spec
 
     names = [name.strip() for name in strategies.split(",") if name.strip()]
-
-    def build():
-        base = BaseRef(config, teacher, student)
-        return strategy_spec(base, _overrides(overrides, steps, epochs), names, seeds)
-
-    _sweep("compare", build, locals())
+    return strategy_spec(BaseRef(config, teacher, student), overrides, names, seeds)
 
 
-@app.command("ablation")
+@sweep_command("ablation")
 def ablation(
     base_config: Annotated[
         str, typer.Option("--base-config", "--config", "-c", help="The config ablated from.")
@@ -258,35 +277,17 @@ def ablation(
         list[str] | None,
         typer.Option("--values", help='Values for a factor: --values "temperature=1,4".'),
     ] = None,
-    seeds: SeedsOpt = 3,
-    steps: StepsOpt = None,
-    epochs: EpochsOpt = None,
-    overrides: SetOpt = None,
-    workers: WorkersOpt = 1,
-    storage: StorageOpt = None,
-    study: StudyOpt = None,
-    heartbeat: HeartbeatOpt = 30,
-    share_teacher: ShareOpt = True,
-    sweep_dir: SweepDirOpt = None,
-    output: OutputOpt = None,
-    metric: MetricOpt = "eval_ppl",
-    json_out: JsonOpt = False,
-    debug: DebugOpt = False,
-) -> None:
+    *,
+    overrides: list[str],
+    seeds: int,
+):
     """Change one factor at a time against the base config (booleans flipped, numbers halved
     and doubled within the field's bounds)."""
     from ..core.bench.overlays import parse_values
     from ..core.bench.sweep import ablation_spec
 
     factors = [name.strip() for name in ablate.split(",") if name.strip()]
-
-    def build():
-        given = parse_values(values or [])
-        return ablation_spec(
-            base_config, _overrides(overrides, steps, epochs), factors, given, seeds
-        )
-
-    _sweep("ablation", build, locals())
+    return ablation_spec(base_config, overrides, factors, parse_values(values or []), seeds)
 
 
 @app.command("report")
