@@ -16,8 +16,8 @@ from . import bench as bench_cli
 from . import distill as distill_cli
 from . import inspect as inspect_cli
 from . import lora as lora_cli
+from . import shell as shell_cli
 from . import tui as tui_cli
-from .planned import _EXTRA, planned_command
 
 app = typer.Typer(
     name="entrenar",
@@ -53,9 +53,7 @@ bench_app = bench_cli.app
 app.add_typer(distill_app, name="distill")
 app.add_typer(lora_app, name="lora")
 app.add_typer(bench_app, name="bench")
-app.command("shell", context_settings=_EXTRA, help="Interactive shell (not built yet).")(
-    planned_command("shell")
-)
+app.command("shell")(shell_cli.shell)
 app.command("tui")(tui_cli.tui)
 
 
@@ -81,7 +79,7 @@ def bench_main() -> None:
 
 def shell_main() -> None:
     shell_app = typer.Typer(add_completion=False)
-    shell_app.command(context_settings=_EXTRA)(planned_command("shell"))
+    shell_app.command()(shell_cli.shell)
     shell_app(prog_name="entrenar-shell")
 
 

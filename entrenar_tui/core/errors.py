@@ -49,10 +49,6 @@ class ConfigError(InvalidInputError):
         self.problems = problems or []
 
 
-class NotBuiltError(InvalidInputError):
-    """A command that is planned but not in this version."""
-
-
 class CheckFailedError(EntrenarError):
     """A check ran on valid input and found problems (exit 3)."""
 

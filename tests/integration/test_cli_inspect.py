@@ -107,12 +107,6 @@ def test_offline_hub_id_names_the_id_and_does_not_hang():
     assert "no-such-org/no-such-model" in err["message"] and err["hint"] and err["code"] == 2
 
 
-def test_planned_commands_say_not_built_exit_2():
-    result = invoke("shell", "--anything")
-    assert result.exit_code == 2
-    assert "not built yet" in result.stderr
-
-
 def test_guessed_fields_are_shown_as_inferred(tmp_path):
     """MiniLM as a bare .pth has no config: its 12 heads cannot be read from shapes, and the
     detector's guess must not be presented as a fact (in the table or in --json)."""

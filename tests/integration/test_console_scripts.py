@@ -33,10 +33,11 @@ def test_error_goes_to_stderr_with_exit_2():
     assert out.stderr.splitlines()[0].startswith("error: ")
 
 
-@pytest.mark.parametrize("args", [["entrenar-shell"]])
-def test_unbuilt_aliases_exit_2(args):
-    out = run(*args)
-    assert out.returncode == 2 and "not built yet" in out.stderr
+def test_shell_alias_runs_a_script():
+    out = run("entrenar-shell", "-c", "help memory; set seq 64; config")
+    assert out.returncode == 0, out.stderr
+    assert "memory [model] [--batch N] [--seq N] [--rank N]" in out.stdout
+    assert "seq" in out.stdout and "64" in out.stdout
 
 
 def test_distill_alias_validates_the_demo():
