@@ -90,6 +90,7 @@ class RunsScreen(EntrenarScreen):
         self.marked: set[str] = set()
         self.attached: list[Path] = []
         self.x_by_time = False
+        self._plotted_for: str | None = None  # the run the plots show, to redraw on a new one
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="runs-body"):
@@ -125,7 +126,9 @@ class RunsScreen(EntrenarScreen):
 
     def refresh_runs(self) -> None:
         roots = [Path(self.app.options.runs_dir), *self.attached]
-        summaries = {str(s.path): s for s in list_runs(*roots)}
+        # keyed by resolved path, as attached runs and started runs are: a run under ./runs that
+        # is also attached is one row
+        summaries = {str(s.path.resolve()): s for s in list_runs(*roots)}
         for path in self.attached:
             summaries.setdefault(str(path), read_run(path))
         self.runs = summaries
@@ -138,7 +141,7 @@ class RunsScreen(EntrenarScreen):
 
     def _update_table(self) -> None:
         table = self.query_one("#runs-table", DataTable)
-        rows = {key: self._row(summary) for key, summary in self.runs.items()}
+        rows = {key: self._row(key, summary) for key, summary in self.runs.items()}
         for key in [k.value for k in table.rows if k.value not in rows]:
             table.remove_row(key)
         for key, cells in rows.items():
@@ -158,8 +161,8 @@ class RunsScreen(EntrenarScreen):
             if table.cursor_row != index:
                 table.move_cursor(row=index)
 
-    def _row(self, summary: RunSummary) -> tuple:
-        mark = "●" if str(summary.path) in self.marked else ""
+    def _row(self, key: str, summary: RunSummary) -> tuple:
+        mark = "●" if key in self.marked else ""
         state = Text(summary.state, style=STATE_STYLE.get(summary.state, ""))
         step = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
         return mark, summary.name, state, step
@@ -175,7 +178,7 @@ class RunsScreen(EntrenarScreen):
     def _show_detail(self, redraw_plots: bool) -> None:
         summary = self.runs.get(self.selected) if self.selected else None
         followed = self.followed.get(self.selected) if self.selected else None
-        if redraw_plots:
+        if redraw_plots or self._plotted_for != self.selected:
             self._draw_plots()
         progress = self.query_one("#run-progress", ProgressBar)
         if summary is None:
@@ -203,6 +206,7 @@ class RunsScreen(EntrenarScreen):
 
     def _draw_plots(self) -> None:
         loss_series, eval_series = [], []
+        self._plotted_for = self.selected
         selected = self.followed.get(self.selected) if self.selected else None
         if selected is not None:
             for term in LOSS_TERMS:

@@ -110,14 +110,6 @@ def test_a_bare_number_is_not_taken_as_bytes():
 # ---- command help and tables ----------------------------------------------------------------
 
 
-def test_planned_commands_point_to_what_exists():
-    result = invoke("bench", "profile", "--json")
-    assert result.exit_code == 2
-    hint = json.loads(result.stdout)["error"]["hint"]
-    for name in ("inspect", "lora", "distill", "bench", "tui"):
-        assert f"entrenar {name}" in hint
-
-
 def test_distill_estimate_options_have_help_and_defaults():
     result = runner.invoke(app, ["distill", "estimate", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
@@ -250,3 +242,21 @@ def test_outputs_are_readable_by_others_as_the_umask_allows(tmp_path, monkeypatc
     for path in (tmp_path / "m.apr", tmp_path / "hf" / "model.safetensors"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert stat.S_IMODE((tmp_path / "hf").stat().st_mode) == 0o777 & ~umask
+
+
+def test_export_of_a_stopped_run_names_its_last_checkpoint(tmp_path):
+    """After Ctrl-C a run has checkpoints but no final/: `distill export --input RUN` must say
+    that and point at the checkpoint, not call the folder "not a run directory"."""
+    run = tmp_path / "a"
+    (run / "checkpoints" / "step-000050").mkdir(parents=True)
+    (run / "config.yaml").write_text("teacher:\n  model_id: smollm2-135m\n")
+    args = ["distill", "export", "--input", str(run), "--format", "gguf", "--output", "s.gguf"]
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "no final/ and no checkpoint yet" in result.stderr
+    (run / "checkpoints" / "step-000050" / "trainer.pt").write_bytes(b"")
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "has no final/ yet" in result.stderr
+    assert f"--input {run / 'checkpoints' / 'step-000050'}" in result.stderr
+    assert "not a run directory" not in result.stderr

@@ -132,3 +132,55 @@ async def test_a_failed_run_shows_its_error_and_hint(tui_env, tiny_lm_pair):
         await pilot.press("1")
         await pilot.press("3")
         assert app.is_running
+
+
+async def test_attaching_a_run_under_runs_shows_it_once(tui_env):
+    """`entrenar tui --attach runs/a` on a run the screen also finds under ./runs: one row, and
+    it is the selected one."""
+    from textual.widgets import DataTable
+
+    run_dir = tui_env / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("teacher:\n  model_id: smollm2-135m\n")
+    status = {"state": "stopped", "pid": 1, "host": "elsewhere", "step": 18, "total_steps": 500}
+    (run_dir / "status.json").write_text(json.dumps(status))
+    app = make_app(attach="runs/a")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = runs_screen(app)
+        await settle(pilot)
+        table = screen.query_one("#runs-table", DataTable)
+        assert [key.value for key in table.rows] == [str(run_dir.resolve())]
+        assert app.selected_run == str(run_dir.resolve())
+
+
+async def test_a_newly_selected_run_never_shows_the_previous_runs_curves(tui_env):
+    """Selecting a run with no metrics yet (`tui --start`, an attach) used to leave the previous
+    run's loss curve on screen under the new run's name; a mark shows on the run's row."""
+    from textual.widgets import DataTable
+
+    old = tui_env / "runs" / "old"
+    old.mkdir(parents=True)
+    (old / "config.yaml").write_text("teacher:\n  model_id: smollm2-135m\n")
+    status = {"state": "stopped", "pid": 1, "host": "elsewhere", "step": 3, "total_steps": 3}
+    (old / "status.json").write_text(json.dumps(status))
+    lines = [{"kind": "train", "step": step, "loss": 3.0 - step} for step in (1, 2, 3)]
+    (old / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        screen = runs_screen(app)
+        await settle(pilot)
+        await wait_until(pilot, lambda: plotted(screen, "#loss-plot") == 3, what="old's curve")
+        new = tui_env / "runs" / "new"
+        new.mkdir()
+        (new / "config.yaml").write_text("teacher:\n  model_id: smollm2-135m\n")
+        (new / "status.json").write_text(json.dumps({**status, "state": "running", "step": 0}))
+        screen.attach_dir(new)
+        await settle(pilot)
+        assert app.selected_run == str(new.resolve())
+        assert plotted(screen, "#loss-plot") == 0
+        await pilot.press("space")
+        await pilot.pause()
+        table = screen.query_one("#runs-table", DataTable)
+        assert table.get_row(str(new.resolve()))[0] == "●"

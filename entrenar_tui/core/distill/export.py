@@ -34,12 +34,30 @@ def _locate(path: Path) -> tuple[RunDir | None, Path]:
         return RunDir(path.parent.parent), path
     if (path / "config.yaml").exists() and (path / "final").is_dir():
         return RunDir(path), path / "final"
+    if (path / "config.yaml").exists():
+        _refuse_unfinished_run(RunDir(path))
     if (path / "config.json").exists() or (path / "adapter_config.json").exists():
         parent = path.parent
         return (RunDir(parent) if (parent / "config.yaml").exists() else None), path
     raise InvalidInputError(
         f"{path} is not a run directory, a final student or a checkpoint",
         "pass the folder `distill run` wrote (or its final/ or checkpoints/step-N)",
+    )
+
+
+def _refuse_unfinished_run(run: RunDir) -> None:
+    """A run stopped before its end has no final/: say so and name what can be exported, rather
+    than call the folder "not a run directory" (or quietly export a half-trained student)."""
+    latest = run.latest_checkpoint()
+    if latest is None:
+        raise InvalidInputError(
+            f"{run.path} has no final/ and no checkpoint yet: nothing to export",
+            f"finish it first: entrenar distill run --resume {run.path}",
+        )
+    raise InvalidInputError(
+        f"{run.path} has no final/ yet (it stopped before its last step)",
+        f"export its last checkpoint: --input {latest}, or finish it first: "
+        f"entrenar distill run --resume {run.path}",
     )
 
 
