@@ -604,3 +604,22 @@ def test_smollm_pre_tokenizer_is_recognised(tmp_path):
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     assert _bpe_pre(tmp_path / "tokenizer.json") == "smollm"
+
+
+def test_converting_a_gguf_prints_no_transformers_progress_bar(exported, workdir):
+    """A fresh `entrenar inspect convert` of a GGUF: transformers' own "Converting and
+    de-quantizing GGUF tensors" bar must not interleave with ours on stderr."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "entrenar_tui.cli.main", "inspect", "convert"]
+    command += [
+        str(exported["q8_0"].output),
+        "--to",
+        "safetensors",
+        "--output",
+        str(workdir / "back"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "de-quantizing" not in done.stderr and "Converting" not in done.stderr

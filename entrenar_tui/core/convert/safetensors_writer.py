@@ -143,8 +143,10 @@ def load_gguf_with_transformers(path: Path, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ..distill.modeling import quiet_transformers
     from ..errors import UnsupportedError
 
+    quiet_transformers()  # its "Converting and de-quantizing GGUF tensors" bar is not ours
     torch_dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]
     try:
         model = AutoModelForCausalLM.from_pretrained(
