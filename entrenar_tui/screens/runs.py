@@ -4,6 +4,7 @@ the selected run; start, stop, resume, export. Runs are child processes in their
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,19 @@ class FollowedRun:
         return bool(records) or self.tail.reset
 
 
+STAMPED = re.compile(r"^(?P<base>.+)-(?P<date>\d{8})-(?P<time>\d{6})$")
+
+
+def run_label(name: str) -> str:
+    """`demo-20261201-234524` -> `demo 12-01 23:45`: the part that tells same-day runs apart
+    fits the list (the whole name is in the run's details)."""
+    match = STAMPED.match(name)
+    if match is None:
+        return name
+    day, clock = match["date"], match["time"]
+    return f"{match['base'][:5]} {day[4:6]}-{day[6:]} {clock[:2]}:{clock[2:4]}"
+
+
 class RunActionDone(Message):
     """A worker finished starting, stopping, resuming or exporting a run."""
 
@@ -106,7 +120,7 @@ class RunsScreen(EntrenarScreen):
         super().on_mount()
         table = self.query_one("#runs-table", DataTable)
         table.add_column(" ", key="mark", width=1)
-        table.add_column("run", key="run", width=13)
+        table.add_column("run", key="run", width=16)
         table.add_column("state", key="state", width=8)
         table.add_column("step", key="step", width=8)
         self.query_one("#eval-plot", CurvePlot).log_y = True
@@ -165,7 +179,7 @@ class RunsScreen(EntrenarScreen):
         mark = "●" if key in self.marked else ""
         state = Text(summary.state, style=STATE_STYLE.get(summary.state, ""))
         step = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
-        return mark, summary.name, state, step
+        return mark, run_label(summary.name), state, step
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value if event.row_key is not None else None

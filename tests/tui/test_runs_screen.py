@@ -184,3 +184,11 @@ async def test_a_newly_selected_run_never_shows_the_previous_runs_curves(tui_env
         await pilot.pause()
         table = screen.query_one("#runs-table", DataTable)
         assert table.get_row(str(new.resolve()))[0] == "●"
+
+
+def test_runs_started_the_same_day_are_told_apart_in_the_list():
+    from entrenar_tui.screens.runs import run_label
+
+    first, second = run_label("demo-20261201-093012"), run_label("demo-20261201-174501")
+    assert first != second and len(first) <= 16
+    assert first == "demo 12-01 09:30" and run_label("my-run") == "my-run"
