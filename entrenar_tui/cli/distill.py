@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Annotated
 
@@ -24,11 +25,20 @@ SetOpt = Annotated[
 class StopOnSignal:
     """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second SIGINT: stop now (the run
     marks itself stopped at its last checkpoint); later ones are ignored, so that bookkeeping
-    is not cut short in turn."""
+    is not cut short in turn. Before training starts (loading models and data, the first
+    evaluation: minutes on a big teacher) there is no step to finish: the first signal stops
+    at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self.aborted = False
+        # set by the run's "start" event; under torchrun every rank stops with the others at a
+        # step (one rank leaving early would block the rest in a collective)
+        self.training = int(os.environ.get("WORLD_SIZE", 1)) > 1
+
+    def on_event(self, event: dict) -> None:
+        if event.get("event") == "start":
+            self.training = True
 
     def __enter__(self) -> StopOnSignal:
         self._old = {
@@ -39,7 +49,7 @@ class StopOnSignal:
     def _handle(self, signum, frame) -> None:
         if self.aborted:
             return
-        if self.requested and signum == signal.SIGINT:
+        if not self.training or (self.requested and signum == signal.SIGINT):
             self.aborted = True
             raise KeyboardInterrupt
         self.requested = True
@@ -109,7 +119,7 @@ def run_or_resume(config, output, overrides, resume, json_out: bool, debug: bool
                 target,
                 resume=resume is not None,
                 command=sys.argv,
-                on_event=progress.on_event,
+                on_event=lambda event: (stop.on_event(event), progress.on_event(event)),
                 should_stop=lambda: stop.requested or parent_gone(),
                 overrides=overrides if resume is not None else None,
             )

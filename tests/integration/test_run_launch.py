@@ -159,3 +159,22 @@ def test_run_entrenar_json_raises_the_childs_error():
     error = caught.value
     assert error.exit_code == 2 and "/no/such/file.safetensors" in error.message
     assert error.hint and error.to_dict()["code"] == 2
+
+
+def test_a_stop_during_setup_ends_the_run_at_once(tiny_lm_pair, tmp_path, launched):
+    """Before the first step there is nothing to finish: SIGTERM as soon as the run says it is
+    running (it is still loading models, data and the first evaluation) stops it there, at
+    step 0 with no checkpoint, instead of training a first step and checkpointing it."""
+    teacher, student = tiny_lm_pair
+    config = write_config(tmp_path / "c.yaml", teacher, student)
+    run = launch_run(config, tmp_path / "run")
+    launched.append(run)
+    wait_until(lambda: (run.run_dir / "status.json").exists(), "the run to start", every=0.002)
+    os.kill(run.pid, signal.SIGTERM)
+    assert run.process.wait(timeout=WAIT_S) == 130
+    summary = read_run(run.run_dir)
+    assert summary.state == "stopped" and summary.step == 0
+    assert run.run_dir.joinpath("checkpoints").is_dir() is False or not any(
+        run.run_dir.joinpath("checkpoints").iterdir()
+    )
+    assert "interrupted before the first checkpoint" in (run.run_dir / "events.log").read_text()
