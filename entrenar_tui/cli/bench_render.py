@@ -35,18 +35,18 @@ def show_sweep(result) -> None:
 
 
 def _show_comparisons(analysis) -> None:
-    from ..core.bench.report import p_text
+    from ..core.bench.report import amount, p_text
 
     if not analysis.comparisons:
         return
     rows = [
         [
             f"{c.first} vs {c.second}",
-            f"{c.difference:+.3g}",
+            amount(c.difference, signed=True),
             p_text(c.p_value),
             p_text(c.p_adjusted),
             f"{c.hedges_g:+.2f}" if math.isfinite(c.hedges_g) else "-",
-            f"{c.detectable_difference:.3g}" if math.isfinite(c.detectable_difference) else "-",
+            amount(c.detectable_difference),
             "yes" if c.significant else "no",
         ]
         for c in analysis.comparisons

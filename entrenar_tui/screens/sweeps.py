@@ -142,15 +142,17 @@ class SweepsScreen(EntrenarScreen):
             table.add_row(row.label + mark, seeds, *(cell(row.summaries[m], m) for m in metrics))
 
     def _fill_comparisons(self, analysis) -> None:
+        from ..core.bench.report import amount
+
         table = self.query_one("#sweep-comparisons", DataTable)
         table.clear()
         for c in analysis.comparisons:
             table.add_row(
                 f"{c.first} vs {c.second}",
-                f"{c.difference:+.3g}",
+                amount(c.difference, signed=True),
                 "-" if math.isnan(c.p_adjusted) else f"{c.p_adjusted:.3f}",
                 f"{c.hedges_g:+.2f}" if math.isfinite(c.hedges_g) else "-",
-                f"{c.detectable_difference:.3g}" if math.isfinite(c.detectable_difference) else "-",
+                amount(c.detectable_difference),
                 "yes" if c.significant else "no",
             )
 

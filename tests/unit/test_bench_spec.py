@@ -186,3 +186,24 @@ def test_the_report_and_csv_come_from_the_sweep_directory_alone(tmp_path):
     assert lines[0].startswith("key,setting,seed,status,attempts,final_loss")
     assert len(lines) == 7 and all(",finished,1," in line for line in lines[1:])
     assert not math.isnan(float(lines[1].split(",")[7]))  # eval_ppl column
+
+
+def test_a_best_baseline_names_what_is_significantly_worse(tmp_path):
+    variants = [("a", {"x.y": 1}), ("b", {"x.y": 2}), ("c", {"x.y": 3})]
+    spec = SweepSpec("temperature", MAPPED, variants, [0, 1, 2], baseline="a")
+    sweep = SweepDir(tmp_path / "s")
+    sweep.write_spec(spec)
+    ppl = {"a": [10.0, 10.1, 9.9], "b": [20.0, 20.2, 19.8], "c": [10.2, 9.6, 10.5]}
+    for job in spec.jobs():
+        sweep.append_result(
+            {
+                "key": job.key,
+                "label": job.label,
+                "seed": job.seed,
+                "status": "finished",
+                "metrics": {"eval_ppl": ppl[job.label][job.seed]},
+            }
+        )
+    analysis = analyze(spec, sweep.results())
+    assert analysis.best == "a" and analysis.winner is None
+    assert "Significantly worse after Holm correction: b." in analysis.recommendation

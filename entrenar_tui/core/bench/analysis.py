@@ -168,6 +168,9 @@ def recommend(analysis: Analysis) -> str:
         )
     if analysis.baseline == analysis.best:
         lead = f"The baseline {analysis.best} has the best {name} ({best.text()}); nothing beat it."
+        worse = [_other(c, analysis.best) for c, _ in involving if c.significant]
+        if worse:
+            lead += f" Significantly worse after Holm correction: {', '.join(worse)}."
     else:
         lead = f"{analysis.best} has the best mean {name} ({best.text()}), but no winner is named:"
         weak = [c for c, diff in involving if not c.significant]

@@ -63,6 +63,14 @@ def _number(value: float, metric: str) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def amount(value: float, signed: bool = False) -> str:
+    """A difference or detectable size: 3 significant digits, thousands with separators."""
+    if not math.isfinite(value):
+        return "-"
+    sign = "+" if signed else ""
+    return f"{value:{sign},.0f}" if abs(value) >= 1000 else f"{value:{sign}.3g}"
+
+
 def cell(summary, metric: str) -> str:
     """mean ± std in the metric's own format ("-" when nothing finished)."""
     if summary.n == 0 or not math.isfinite(summary.mean):
@@ -100,12 +108,12 @@ def comparison_rows(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
     rows = [
         [
             f"{c.first} vs {c.second}",
-            f"{c.difference:+.4g}",
+            amount(c.difference, signed=True),
             f"{c.t:.2f}" if math.isfinite(c.t) else "-",
             p_text(c.p_value),
             p_text(c.p_adjusted),
             f"{c.hedges_g:+.2f}" if math.isfinite(c.hedges_g) else "-",
-            f"{c.detectable_difference:.3g}" if math.isfinite(c.detectable_difference) else "-",
+            amount(c.detectable_difference),
             "significant" if c.significant else "",
         ]
         for c in analysis.comparisons
