@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..core.errors import EntrenarError
 from . import render
 from .common import DebugOpt, JsonOpt, run
 
@@ -75,6 +76,10 @@ EpochsOpt = Annotated[
 ]
 
 
+class SweepInterrupted(EntrenarError):
+    exit_code = 130
+
+
 def _overrides(overrides: list[str] | None, steps: int | None, epochs: int | None) -> list[str]:
     extra = list(overrides or [])
     if epochs is not None:
@@ -124,8 +129,15 @@ def _sweep(command: str, build, options: dict) -> None:
             executor = StudyExecutor(
                 options["storage"], options["study"], options["workers"], options["heartbeat"]
             )
-        with SweepProgress(json_out) as progress:
-            outcome = run_sweep(spec, target, executor=executor, emit=progress.on_event)
+        try:
+            with SweepProgress(json_out) as progress:
+                outcome = run_sweep(spec, target, executor=executor, emit=progress.on_event)
+        except KeyboardInterrupt:
+            raise SweepInterrupted(
+                f"interrupted: every running job stopped at its last checkpoint in {target}",
+                "run the same command again (with --sweep-dir "
+                f"{target}) to continue: finished jobs are skipped, stopped ones resume",
+            ) from None
         analysis = analyze(outcome.spec, outcome.results, options["metric"])
         if options["output"]:
             _write_output(options["output"], outcome.path, analysis)

@@ -172,3 +172,36 @@ def test_teacher_and_student_options_build_the_base_from_the_starter(tiny_lm_pai
         BaseRef().load([])
     result = bench("temperature", "--range", "2..2", "--seeds", "1", "--json")
     assert result.exit_code == 2 and "--config F, or --teacher" in result.output
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(base_config, tmp_path):
+    """Ctrl-C: the running job stops at a checkpoint and the sweep exits 130 saying how to go
+    on; the same command again skips nothing it should not and resumes the stopped job."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from entrenar_tui.core.runs.follow import read_run
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["temperature", "--config", str(base_config), "--range", "2..2", "--seeds", "1"]
+    args += ["--steps", "60", "--sweep-dir", str(sweep_dir)]
+    command = [sys.executable, "-m", "entrenar_tui.cli.main", "bench", *args]
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, job = time.monotonic() + 300, None
+    while job is None and time.monotonic() < deadline:
+        found = list((sweep_dir / "jobs").glob("*")) if (sweep_dir / "jobs").is_dir() else []
+        if found and read_run(found[0]).step >= 5:  # past its first checkpoint (every 4)
+            job = found[0]
+        time.sleep(0.1)
+    assert job is not None, "the job never trained"
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, err
+    assert "run the same command again" in err
+    assert read_run(job).state == "stopped"
+    again = bench(*args, "--json")
+    assert again.exit_code == 0, again.output
+    assert events(again.output)[-1]["finished"] == 1
+    assert json.loads((job / "run.json").read_text())["resumes"]
