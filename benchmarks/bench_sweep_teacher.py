@@ -38,6 +38,11 @@ def sweep(out: Path, share: bool, steps: int, seeds: int) -> tuple[float, dict]:
     return elapsed, result
 
 
+def training_seconds(result: dict) -> float:
+    """The jobs' training time (steps only: no process start, model loading or evaluations)."""
+    return sum(sum(row["values"]["wall_s"]) for row in result["rows"])
+
+
 def losses(result: dict) -> dict[str, list[float]]:
     return {row["label"]: row["values"]["final_loss"] for row in result["rows"]}
 
@@ -57,6 +62,11 @@ def main() -> None:
     print(f"each job computes its teacher targets: {alone_s:7.1f} s")
     print(f"targets shared through teacher/:       {shared_s:7.1f} s")
     print(f"ratio shared / alone: {shared_s / alone_s:.2f}x")
+    alone_train, shared_train = training_seconds(alone), training_seconds(shared)
+    print(
+        f"training steps only: {alone_train:.1f} s vs {shared_train:.1f} s"
+        f" ({shared_train / alone_train:.2f}x; the rest is start-up, loading and evaluation)"
+    )
     same = losses(alone) == losses(shared)
     print(f"final losses identical: {same}")
     if not same:
