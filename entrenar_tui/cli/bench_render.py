@@ -3,28 +3,24 @@ comparisons, a plotext chart of the compared metric, and the recommendation."""
 
 from __future__ import annotations
 
-import math
-
 from . import render
 
 TITLES = {"temperature": "Temperature Sweep Results", "compare": "Strategy Comparison"}
 
 
 def show_sweep(result) -> None:
-    from ..core.bench.report import COLUMNS, SHORT_NAMES, cell
+    from ..core.bench.report import comparison_rows, results_rows
 
     outcome, analysis = result
     title = TITLES.get(analysis.command, "Ablation Results")
     seeds = len(outcome.spec.seeds)
-    columns = ["setting", "seeds", *(SHORT_NAMES[m] for m in COLUMNS)]
-    rows = []
-    for row in analysis.rows:
-        mark = " ★" if row.label == analysis.best else ""
-        count = f"{row.finished}" + (f" +{row.failed} failed" if row.failed else "")
-        rows.append([row.label + mark, count, *(cell(row.summaries[m], m) for m in COLUMNS)])
+    columns, rows = results_rows(analysis, best=" ★")
     heading = f"{title} ({seeds} seed{'s' * (seeds > 1)} each, mean ± std)"
     render.show(render.table(heading, columns, rows, right=set(range(1, len(columns)))))
-    _show_comparisons(analysis)
+    if analysis.comparisons:
+        columns, rows = comparison_rows(analysis)
+        title = f"Statistical Analysis (Welch's t-test on {analysis.metric}, Holm-corrected)"
+        render.show(render.table(title, columns, rows, right=set(range(1, 7))))
     _chart(analysis)
     render.line("")
     render.line(f"Recommendation: {analysis.recommendation}")
@@ -32,28 +28,6 @@ def show_sweep(result) -> None:
         message = (failure.get("error") or {}).get("message")
         render.line(f"failed: {failure['label']} seed {failure['seed']}: {message}")
     render.err_line(f"sweep directory: {outcome.path} (entrenar bench report {outcome.path})")
-
-
-def _show_comparisons(analysis) -> None:
-    from ..core.bench.report import amount, p_text
-
-    if not analysis.comparisons:
-        return
-    rows = [
-        [
-            f"{c.first} vs {c.second}",
-            amount(c.difference, signed=True),
-            p_text(c.p_value),
-            p_text(c.p_adjusted),
-            f"{c.hedges_g:+.2f}" if math.isfinite(c.hedges_g) else "-",
-            amount(c.detectable_difference),
-            "yes" if c.significant else "no",
-        ]
-        for c in analysis.comparisons
-    ]
-    columns = ["comparison", "difference", "p", "Holm p", "Hedges g", "detectable", "signif."]
-    title = f"Statistical Analysis (Welch's t-test on {analysis.metric}, Holm-corrected)"
-    render.show(render.table(title, columns, rows, right=set(range(1, 6))))
 
 
 def _chart(analysis) -> None:

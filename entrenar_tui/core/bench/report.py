@@ -87,11 +87,11 @@ class Section:
     blocks: list[tuple] = field(default_factory=list)  # ("p", text) ("list", items) ...
 
 
-def results_rows(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
+def results_rows(analysis: Analysis, best: str = " (best)") -> tuple[list[str], list[list[str]]]:
     header = ["setting", "seeds", *(SHORT_NAMES[m] for m in COLUMNS)]
     rows = []
     for row in analysis.rows:
-        mark = " (best)" if row.label == analysis.best else ""
+        mark = best if row.label == analysis.best else ""
         seeds = f"{row.finished}" + (f" (+{row.failed} failed)" if row.failed else "")
         rows.append([row.label + mark, seeds, *(cell(row.summaries[m], m) for m in COLUMNS)])
     return header, rows
@@ -104,7 +104,16 @@ def p_text(value: float) -> str:
 
 
 def comparison_rows(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
-    header = ["comparison", "difference", "Welch t", "p", "Holm p", "Hedges g", "detectable", ""]
+    header = [
+        "comparison",
+        "difference",
+        "Welch t",
+        "p",
+        "Holm p",
+        "Hedges g",
+        "detectable",
+        "signif.",
+    ]
     rows = [
         [
             f"{c.first} vs {c.second}",
