@@ -111,14 +111,8 @@ def _sweep(command: str, build, options: dict) -> None:
             )
         spec = build()
         spec.metric = options["metric"]
-        spec.share_teacher = options["share_teacher"]
-        if spec.share_teacher:
-            top_k = spec.base["distillation"]["teacher_cache"]["top_k"]
-            spec.notes.append(
-                f"teacher targets: jobs whose losses need only the teacher's logits use its top-"
-                f"{top_k} + tail targets, computed once per teacher, data and temperature in"
-                " teacher/ and shared (--no-share-teacher: exact logits in every job)"
-            )
+        if options["share_teacher"]:
+            spec.share_teacher_targets()
         target = options["sweep_dir"] or default_sweep_dir(command)
         from .bench_progress import SweepProgress
 

@@ -7,7 +7,7 @@ import html
 import io
 from pathlib import Path
 
-from ..runs.follow import MetricsTail
+from ..runs.follow import read_metrics
 from .analysis import METRIC_NAMES
 from .report import build_report
 
@@ -55,9 +55,7 @@ def _curves(sweep, spec) -> dict[str, list[list[tuple[int, float]]]]:
     """Per setting, each finished job's (step, loss_ce) curve from its metrics.jsonl."""
     curves: dict[str, list] = {}
     for job in spec.jobs():
-        tail, lines = MetricsTail(sweep.job_dir(job) / "metrics.jsonl"), []
-        while chunk := tail.poll():
-            lines += chunk
+        lines = read_metrics(sweep.job_dir(job))
         points = [
             (line["step"], line["loss_ce"])
             for line in lines

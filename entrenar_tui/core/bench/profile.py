@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from ..runs.follow import MetricsTail
+from ..runs.follow import read_metrics
 from .html import render_html, svg, use_svg_backend
 from .report import Section, load_sweep, provenance
 
@@ -16,9 +16,7 @@ CHARTS = ("loss-curves", "memory-timeline", "throughput-histogram")
 
 
 def _lines(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    tail, lines = MetricsTail(run_dir / "metrics.jsonl"), []
-    while chunk := tail.poll():
-        lines += chunk
+    lines = read_metrics(run_dir)
     train = [line for line in lines if line.get("kind") == "train"]
     evals = [line for line in lines if line.get("kind") == "eval"]
     return train, evals

@@ -147,6 +147,16 @@ class SweepSpec:
             )
         return config
 
+    def share_teacher_targets(self) -> None:
+        """Let logit-only jobs share the teacher's targets, and say so in the methodology."""
+        self.share_teacher = True
+        top_k = self.base["distillation"]["teacher_cache"]["top_k"]
+        self.notes.append(
+            f"teacher targets: jobs whose losses need only the teacher's logits use its top-"
+            f"{top_k} + tail targets, computed once per teacher, data and temperature in"
+            " teacher/ and shared (--no-share-teacher: exact logits in every job)"
+        )
+
     def check(self) -> None:
         """Every job's config must pass the schema before anything runs."""
         for job in self.jobs()[:: max(1, len(self.seeds))]:

@@ -18,7 +18,7 @@ import yaml
 
 from ..errors import InvalidInputError
 from ..fsutil import write_text_atomic
-from ..runs.follow import MetricsTail, read_run
+from ..runs.follow import read_metrics, read_run
 from .spec import Job, SweepSpec
 
 METRICS = (
@@ -136,9 +136,7 @@ def _finite(value) -> float | None:
 
 def collect_metrics(run_dir: str | Path) -> dict:
     """The result metrics of one job, read from its run directory with the run follower."""
-    tail, lines = MetricsTail(Path(run_dir) / "metrics.jsonl"), []
-    while chunk := tail.poll():  # a poll reads at most 8 MiB
-        lines += chunk
+    lines = read_metrics(run_dir)
     train = [line for line in lines if line.get("kind") == "train"]
     evals = [line for line in lines if line.get("kind") == "eval" and line.get("step")]
     last_train = train[-1] if train else {}

@@ -356,6 +356,14 @@ class MetricsTail:
         return record
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every complete line of a run's metrics.jsonl (a poll reads at most 8 MiB, so loop)."""
+    tail, lines = MetricsTail(Path(run_dir) / "metrics.jsonl"), []
+    while chunk := tail.poll():
+        lines += chunk
+    return lines
+
+
 def tail_lines(path: str | Path, count: int = 20, max_bytes: int = 65536) -> list[str]:
     """The last `count` lines of a text file (events.log), reading at most `max_bytes`."""
     if count <= 0:
