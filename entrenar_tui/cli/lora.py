@@ -182,8 +182,20 @@ def plan(
     headroom: HeadroomOpt = 0.1,
     write_config: Annotated[
         str | None,
-        typer.Option("--write-config", help="Write the settings as a distill.yaml fragment."),
+        typer.Option(
+            "--write-config",
+            help="Write the plan as distill.yaml keys (with --config: the whole config).",
+        ),
     ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="A base distill.yaml that --write-config applies the plan to."
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cuda (counts a CUDA context) or cpu (RAM).")
+    ] = "cuda",
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -199,6 +211,8 @@ def plan(
             sequence_length=sequence_length,
             headroom=headroom,
             write_config=write_config,
+            device=device,
+            config=config,
         ),
         json_out=json_out,
         debug=debug,

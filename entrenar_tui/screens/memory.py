@@ -264,6 +264,7 @@ class MemoryScreen(EntrenarScreen):
                 settings.vram,
                 batch_size=settings.batch * settings.accumulation,
                 sequence_length=settings.sequence_length,
+                device=settings.values["device"],
             )
         except EntrenarError as exc:
             text = Text(f"no plan fits: {exc.message}", style="bold red")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from rich.text import Text
 
 from ..core.errors import EntrenarError, InvalidInputError
+from ..core.lora.methods import LORA_DROPOUT
 from ..core.lora.plan import LoraPlan
 from ..core.memory import OPTIMIZERS, PRECISION_BYTES
 from ..core.sizes import format_bytes, parse_size
@@ -67,6 +68,7 @@ class Settings:
             device=self.values["device"],
             lora_rank=self.rank if lora else None,
             lora_targets=targets if lora else None,
+            lora_dropout=LORA_DROPOUT if lora else 0.0,  # what a written plan trains with
             quantize_base="nf4" if self.method == "qlora" else None,
         )
 

@@ -241,7 +241,7 @@ async def test_bad_input_shows_errors_and_the_app_lives_on(tui_env):
 
 
 async def test_follows_the_selected_model_and_lora_via_the_keyboard(tui_env):
-    lora = {**DEFAULTS, "lora_rank": 16, "lora_targets": None}
+    lora = {**DEFAULTS, "lora_rank": 16, "lora_targets": None, "lora_dropout": 0.05}
     expected = estimate_for_model("minilm-l6", **lora)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:

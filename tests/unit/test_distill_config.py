@@ -176,7 +176,9 @@ def test_init_writes_a_config_that_validates(tmp_path, tiny_lm_pair):
 
 
 def test_run_that_cannot_fit_is_a_warning_not_an_error(base, tmp_path):
+    # attention transfer runs eager attention: batch x heads x 4096^2 attention maps
     cfg = _set(_set(base, "training.batch_size", 64), "dataset", {"max_length": 4096})
+    cfg = _set(cfg, "distillation", {"attention": {"enabled": True, "layer_mapping": [[0, 1]]}})
     file = tmp_path / "c.yaml"
     file.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["distill", "validate", "--config", str(file), "--json"])

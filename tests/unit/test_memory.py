@@ -716,13 +716,14 @@ def test_summary_names_the_phase_and_the_parts():
 
 
 def test_the_memory_package_imports_run_one_way():
-    """options -> shape -> activations -> estimate, probe: no module imports one later in line."""
+    """options -> settings -> shape -> activations -> notes -> estimate, probe: no module
+    imports one later in line."""
     import ast
     from pathlib import Path
 
     import entrenar_tui.core.memory as package
 
-    order = ["options", "shape", "activations", "estimate", "probe"]
+    order = ["options", "settings", "shape", "activations", "notes", "estimate", "probe"]
     folder = Path(package.__file__).parent
     for name in order:
         tree = ast.parse((folder / f"{name}.py").read_text())

@@ -16,16 +16,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..memory.settings import TrainSettings
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
 class TeacherConfig(Strict):
     model_id: str
     revision: str | None = None
     format: Literal["auto", "safetensors", "gguf"] = "auto"
+    precision: Precision = "fp32"  # the frozen teacher's weights; KD targets are fp32 anyway
 
 
 class LoraConfig(Strict):
@@ -47,15 +52,37 @@ class InitFromTeacher(Strict):
         return v
 
 
+class QuantizationConfig(Strict):
+    """A frozen base stored in 4 bits (nf4: QLoRA) or 8 bits (int8: LLM.int8), bitsandbytes."""
+
+    method: Literal["nf4", "int8"] = "nf4"
+    double_quant: bool = True  # nf4 only: quantise the absmax constants too
+
+
 class StudentConfig(Strict):
     model_id: str | None = None
     init_from_teacher: InitFromTeacher | None = None
     lora: LoraConfig = LoraConfig()
+    precision: Precision = "fp32"  # weights' storage and compute dtype (a quantized base: compute)
+    quantization: QuantizationConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:
         if (self.model_id is None) == (self.init_from_teacher is None):
             raise ValueError("give exactly one of student.model_id or student.init_from_teacher")
+        if self.quantization is not None and not self.lora.enabled:
+            raise ValueError(
+                "a quantized base trains only through LoRA adapters: set student.lora.enabled"
+            )
+        if self.quantization is not None and self.model_id is None:
+            raise ValueError(
+                "a quantized base is loaded from its own weights: give student.model_id"
+                " (not init_from_teacher)"
+            )
+        if self.quantization is not None and self.precision == "fp32":
+            raise ValueError(
+                "a quantized base computes in 16 bits: set student.precision to bf16 (or fp16)"
+            )
         return self
 
 
@@ -101,7 +128,9 @@ class TrainingConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     gradient_accumulation: int = Field(1, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast over fp32 weights
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
+    master_weights: bool | None = None  # fp32 copies of 16-bit weights (None: on for full FT)
     gradient_checkpointing: bool = False
     log_every: int = Field(10, ge=1)
     eval_every: int | None = Field(None, ge=1)
@@ -152,7 +181,42 @@ class DistillConfig(Strict):
             raise ValueError(
                 "distillation.progressive.enabled needs a layer_mapping like [[0, 2], [1, 5]]"
             )
+        training, student = self.training, self.student
+        if training.mixed_precision != "no" and student.precision != "fp32":
+            raise ValueError(
+                "training.mixed_precision autocasts fp32 weights; with student.precision"
+                f" {student.precision} the weights already compute in 16 bits: set it to no"
+            )
+        if training.master_weights and (student.precision == "fp32" or student.lora.enabled):
+            raise ValueError(
+                "training.master_weights keeps fp32 copies of 16-bit trained weights: it needs"
+                " student.precision bf16 or fp16 and full fine-tuning (LoRA adapters are fp32)"
+            )
         return self
+
+    @property
+    def attention_implementation(self) -> str:
+        """SDPA's fused kernels, unless attention transfer needs the maps (eager only)."""
+        return "eager" if self.distillation.attention.enabled else "sdpa"
+
+    def student_settings(self, device: str) -> TrainSettings:
+        """How the student trains, as the estimator, the planner and the trainer all read it."""
+        student, training, lora = self.student, self.training, self.student.lora
+        return TrainSettings(
+            batch_size=training.batch_size,
+            sequence_length=self.dataset.max_length,
+            optimizer=training.optimizer,
+            precision=student.precision,
+            master_weights=training.master_weights,
+            gradient_checkpointing=training.gradient_checkpointing,
+            lora_rank=lora.rank if lora.enabled else None,
+            lora_targets=tuple(lora.target_modules) if lora.enabled else None,
+            lora_dropout=lora.dropout if lora.enabled else 0.0,
+            quantize_base=student.quantization.method if student.quantization else None,
+            double_quant=student.quantization.double_quant if student.quantization else True,
+            attention=self.attention_implementation,
+            device="cuda" if device.startswith("cuda") else "cpu",
+        )
 
     def attention_mapping(self) -> list[LayerPair]:
         att = self.distillation.attention

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..errors import InvalidInputError
-from ..memory import estimate_memory
+from ..memory import PRECISION_BYTES, estimate_memory
 from ..models import Model
 from .config import DistillConfig
 
@@ -41,18 +41,20 @@ class DistillEstimate:
         return asdict(self)
 
 
-def teacher_inference_bytes(arch, parameters: int, batch: int, seq: int) -> dict[str, int]:
-    """Frozen fp32 teacher under no_grad: weights, the widest block's transient tensors, logits.
+def teacher_inference_bytes(
+    arch, parameters: int, batch: int, seq: int, weight_bytes: int = FP32
+) -> dict[str, int]:
+    """Frozen teacher under no_grad: weights, the widest block's transient tensors, logits.
     Only one block's activations live at a time without autograd; the fp32 logits (and their
     softened copy for KD) dominate at large vocabularies."""
     tokens = batch * seq
     hidden, inter, vocab = arch.hidden_size or 0, arch.intermediate_size or 0, arch.vocab_size or 0
-    block = tokens * (4 * hidden + 3 * inter) * FP32
+    block = tokens * (4 * hidden + 3 * inter) * weight_bytes
     # the chunked KD loss keeps ~5 fp32 (chunk x vocab) buffers alive in backward: softened
     # student log-probs, teacher probs, their product and two gradients (losses.py, 512 tokens)
     kd = 5 * min(tokens, 512) * vocab * FP32
     return {
-        "teacher_weights": parameters * FP32,
+        "teacher_weights": parameters * weight_bytes,
         "teacher_activations": block,
         "teacher_logits": 2 * tokens * vocab * FP32,
         "kd_loss": kd,
@@ -80,25 +82,16 @@ def estimate_distillation(
         device = config.device if config.device != "auto" else auto_device()
     teacher = Model.open(config.teacher.model_id)
     arch, cfg, params = _student_arch(config, teacher)
-    training, lora = config.training, config.student.lora
+    training = config.training
     seq = config.dataset.max_length
-    student = estimate_memory(
-        arch,
-        config=cfg,
-        parameters=params,
-        batch_size=training.batch_size,
-        sequence_length=seq,
-        optimizer="adamw",
-        precision="fp32",
-        gradient_checkpointing=training.gradient_checkpointing,
-        lora_rank=lora.rank if lora.enabled else None,
-        lora_targets=lora.target_modules if lora.enabled else None,
-        attention="eager",
-        device=device,
-        master_weights=False,
-    )
+    settings = config.student_settings(device)
+    student = estimate_memory(arch, settings, config=cfg, parameters=params)
     teacher_terms = teacher_inference_bytes(
-        teacher.arch, teacher.parameters, training.batch_size, seq
+        teacher.arch,
+        teacher.parameters,
+        training.batch_size,
+        seq,
+        PRECISION_BYTES[config.teacher.precision],
     )
     breakdown = {**teacher_terms, **{f"student_{k}": v for k, v in student.breakdown.items()}}
     result = DistillEstimate(
@@ -114,7 +107,9 @@ def estimate_distillation(
         teacher_parameters=teacher.parameters,
         student_parameters=student.parameters,
         notes=[
-            "teacher in fp32 under no_grad; student trained in fp32 with AdamW (the trainer's defaults)",
+            f"teacher in {config.teacher.precision} under no_grad; the student as its settings say"
+            f" ({settings.precision} weights, {settings.optimizer}"
+            f"{', ' + settings.quantize_base + ' base' if settings.quantize_base else ''})",
             *student.notes,
         ],
     )

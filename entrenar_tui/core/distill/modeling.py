@@ -94,15 +94,27 @@ def load_tokenizer(ref: str, revision: str | None = None, fmt: str = "auto"):
     return tok
 
 
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return getattr(torch, TORCH_DTYPES[precision])
+
+
 def load_causal_lm(
     ref: str,
     device: str = "cpu",
-    attn_implementation: str = "eager",
+    attn_implementation: str = "sdpa",
     revision: str | None = None,
     fmt: str = "auto",
+    precision: str = "fp32",
+    quantization=None,
 ):
-    """Load a causal LM in float32 on `device`. Eager attention so attention maps are available."""
-    import torch
+    """Load a causal LM on `device` with its weights in `precision`; `quantization` (a
+    QuantizationConfig) stores the block linears in 4 or 8 bits through bitsandbytes, with
+    everything else upcast to fp32 for training (PEFT's k-bit preparation, done by the caller)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_transformers()
@@ -113,10 +125,25 @@ def load_causal_lm(
             f"{ref} is a {config.model_type} model; distillation needs a causal LM",
             f"supported: {', '.join(sorted(CAUSAL_TYPES))}",
         )
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, attn_implementation=attn_implementation
+    options = {"dtype": torch_dtype(precision), "attn_implementation": attn_implementation}
+    if quantization is not None:
+        options["quantization_config"] = _bitsandbytes_config(quantization, precision)
+        options["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(folder, **options)
+    return model if quantization is not None else model.to(device)
+
+
+def _bitsandbytes_config(quantization, precision: str):
+    from transformers import BitsAndBytesConfig
+
+    if quantization.method == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(precision),
     )
-    return model.to(device)
 
 
 def _layer_list(model):
@@ -135,10 +162,8 @@ def _layer_list(model):
     )
 
 
-def student_from_teacher(teacher, layers: list[int]):
+def student_from_teacher(teacher, layers: list[int], precision: str = "fp32"):
     """A shallower copy of the teacher keeping the given blocks (as DistilBERT initialised its student)."""
-    import torch
-
     path, blocks = _layer_list(teacher)
     layer_count = len(blocks)
     bad = [i for i in layers if i >= layer_count]
@@ -163,7 +188,7 @@ def student_from_teacher(teacher, layers: list[int]):
         )
     if teacher.config.tie_word_embeddings:
         student.tie_weights()
-    return student.to(next(teacher.parameters()).device, dtype=torch.float32)
+    return student.to(next(teacher.parameters()).device, dtype=torch_dtype(precision))
 
 
 def _select_layers(state: dict, prefix: str, layers: list[int]) -> dict:

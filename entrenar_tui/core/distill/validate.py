@@ -231,20 +231,31 @@ def _data_check(config, problems: list[Problem]) -> None:
 
 
 def _precision_check(config, problems: list[Problem]) -> None:
-    """fp16 trains only on CUDA (loss scaling); a CPU-only machine is told to use bf16."""
-    if config.training.mixed_precision != "fp16":
-        return
+    """Settings the device cannot run (fp16 on CPU, a quantized base or 8-bit AdamW without
+    bitsandbytes) are refused here, with what would work, never at the first step."""
     import torch
 
-    from .trainer import precision_problem
+    from ..errors import EntrenarError
+    from .trainer import check_device
 
     device = "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
-    problem = precision_problem("fp16", device)
-    if problem is not None:
-        message, hint = problem
-        problems.append(
-            Problem(path="training.mixed_precision", message=message, value="fp16", hint=hint)
-        )
+    try:
+        check_device(config, device)
+    except EntrenarError as error:
+        path = _setting_path(error.message)
+        problems.append(Problem(path=path, message=error.message, hint=error.hint))
+
+
+def _setting_path(message: str) -> str:
+    for words, path in (
+        ("mixed_precision", "training.mixed_precision"),
+        ("teacher", "teacher.precision"),
+        ("AdamW", "training.optimizer"),
+        ("bitsandbytes", "student.quantization"),
+    ):
+        if words in message:
+            return path
+    return "student.precision"
 
 
 def validate_config(

@@ -21,6 +21,7 @@ from .methods import (
     _positive,
     _shape,
     _targets,
+    candidate_settings,
     parse_method,
     quality_note,
     relative_speed,
@@ -123,7 +124,10 @@ def _row(handle, shape, name, method, batch_size, sequence_length, checkpointing
     rank = method.rank or (DEFAULT_RANK if method.kind != "full" else None)
     cand = _Candidate(method.kind, rank, None if method.kind == "full" else "all-linear")
     targets = _targets(shape, cand.target_set)
-    est = _estimate(handle, cand, targets, batch_size, sequence_length, checkpointing)
+    settings = candidate_settings(
+        cand, targets, batch_size, sequence_length, checkpointing, "cuda", "sdpa"
+    )
+    est = _estimate(handle, settings)
     trainable = est.trainable_parameters
     return MethodRow(
         method=name,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from ..memory import estimate_for_model
+from ..memory import TrainSettings, estimate_for_model
 from ..memory.shape import model_shape
 from ..sizes import parse_size
 
@@ -20,8 +20,11 @@ DEFAULT_SEQUENCE_LENGTH = 2048
 DEFAULT_HEADROOM = 0.10
 QLORA_SPEED = 0.7  # dequantising NF4 weights at every matmul (see the module docstring)
 LORA_DROPOUT = 0.05
-_METHOD = re.compile(r"^(full|lora|qlora)(-4bit)?(?:-(\d+))?$")
-_METHOD_HINT = "use full, lora, lora-RANK, qlora, qlora-RANK or qlora-4bit (e.g. lora-16)"
+_METHOD = re.compile(r"^(full|lora|qlora)(-4bit|-8bit)?(?:-(\d+))?$")
+_METHOD_HINT = (
+    "use full, full-8bit (8-bit AdamW), lora, lora-RANK, qlora, qlora-RANK or qlora-4bit"
+    " (e.g. lora-16)"
+)
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,21 @@ class Method:
 
     kind: str
     rank: int | None = None
+    optimizer: str | None = None  # None: the planner chooses (full: AdamW, then 8-bit AdamW)
 
 
 def parse_method(text: str) -> Method:
-    """`full`, `lora`, `lora-16`, `qlora`, `qlora-64`, `qlora-4bit` (a 4-bit base, default rank)."""
+    """`full`, `full-8bit` (8-bit AdamW), `lora`, `lora-16`, `qlora`, `qlora-64`, `qlora-4bit`
+    (a 4-bit base, default rank)."""
     match = _METHOD.match(str(text).strip().lower())
-    if not match or (match[1] == "full" and (match[2] or match[3])):
+    if not match or (match[1] == "full" and (match[3] or match[2] == "-4bit")):
         raise InvalidInputError(f"unknown method {text!r}", _METHOD_HINT)
+    if match[2] == "-8bit" and match[1] != "full":
+        raise InvalidInputError(
+            f"unknown method {text!r}: -8bit names full fine-tuning's 8-bit AdamW", _METHOD_HINT
+        )
+    if match[2] == "-8bit":
+        return Method("full", None, "adamw8bit")
     if match[2] and match[1] != "qlora":
         raise InvalidInputError(f"unknown method {text!r}: only QLoRA is 4-bit", _METHOD_HINT)
     rank = int(match[3]) if match[3] else None
@@ -95,19 +106,30 @@ def _targets(shape, target_set: str | None) -> list[str]:
     return _all_linear_names(shape) if target_set == "all-linear" else shape.default_lora_targets
 
 
-def _estimate(model, cand: _Candidate, targets, batch: int, seq: int, ckpt: bool):
-    settings = dict(
+def candidate_settings(
+    cand: _Candidate, targets, batch: int, seq: int, ckpt: bool, device: str, attention: str
+) -> TrainSettings:
+    """A candidate as the settings the trainer runs (bf16 weights; fp32 masters for full)."""
+    adapters = cand.kind != "full"
+    return TrainSettings(
         batch_size=batch,
         sequence_length=seq,
         precision="bf16",
         optimizer=cand.optimizer,
+        master_weights=None if adapters else True,
         gradient_checkpointing=ckpt,
+        lora_rank=cand.rank if adapters else None,
+        lora_targets=tuple(targets) if adapters else None,
+        lora_dropout=LORA_DROPOUT if adapters else 0.0,
+        quantize_base="nf4" if cand.kind == "qlora" else None,
+        double_quant=True,
+        attention=attention,
+        device=device,
     )
-    if cand.kind != "full":
-        settings.update(lora_rank=cand.rank, lora_targets=targets)
-    if cand.kind == "qlora":
-        settings.update(quantize_base="nf4", double_quant=True)
-    return estimate_for_model(model, **settings)
+
+
+def _estimate(model, settings: TrainSettings):
+    return estimate_for_model(model, settings=settings)
 
 
 def relative_speed(kind: str, parameters: int, trainable: int, checkpointing: bool) -> float:

@@ -32,8 +32,10 @@ counts bytes itself. Decisions, also returned in each result's `notes`:
   as ["all-linear"]: PEFT expands only the bare string, and a list would match nothing.
 - `compare` puts every method at the same micro-batch (1), sequence length (2048) and
   checkpointing (on); a method without a rank uses 16; adapters go on every linear layer.
-- distill.yaml has no key for a 4-bit base or an 8-bit optimizer: the written fragment says
-  so in its comment header instead.
+- Every candidate is a `TrainSettings` (bf16 weights; fp32 master weights for full
+  fine-tuning), the object the trainer runs: `--write-config` writes it as distill.yaml keys
+  (student.precision, student.quantization, training.optimizer, training.master_weights, ...),
+  and `distill run` on that file trains exactly what was estimated.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from ..memory import MemoryEstimate
+from ..memory import MemoryEstimate, TrainSettings
 from ..sizes import format_bytes
 from .methods import (  # noqa: F401 (QLORA_SPEED, RANKS, DEFAULT_RANK: re-exported)
     DEFAULT_EFFECTIVE_BATCH,
@@ -60,6 +62,7 @@ from .methods import (  # noqa: F401 (QLORA_SPEED, RANKS, DEFAULT_RANK: re-expor
     _positive,
     _shape,
     _targets,
+    candidate_settings,
     parse_method,
     quality_note,
     relative_speed,
@@ -112,18 +115,24 @@ class LoraPlan:
     utilization: float  # estimated memory / VRAM
     relative_speed: float  # tokens per second against full fine-tuning without checkpointing
     quality_note: str
+    settings: TrainSettings | None = None  # exactly what was estimated, and what is written
+    device: str = "cuda"
     rejected: list[Rejected] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     config_written: str | None = None
+    base_config: str | None = None  # the config the written one was built from
 
     def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("memory", "rejected")}
+        skip = ("memory", "rejected", "settings")
+        data = {k: v for k, v in self.__dict__.items() if k not in skip}
         data["memory"] = self.memory.to_dict()
+        data["settings"] = self.settings.to_dict() if self.settings else None
         data["rejected"] = [r.to_dict() for r in self.rejected]
         return data
 
     def config_fragment(self) -> dict:
-        """The `student.lora` and `training` keys of distill.yaml for this plan."""
+        """The distill.yaml keys of this plan: every setting the estimate counted, so that
+        `DistillConfig.student_settings` of the merged config is `self.settings`."""
         lora = {"enabled": False}
         if self.method != "full":
             lora = {
@@ -133,13 +142,26 @@ class LoraPlan:
                 "target_modules": list(self.target_modules),
                 "dropout": LORA_DROPOUT,
             }
+        student = {"precision": self.settings.precision, "lora": lora}
+        if self.quantize_base:
+            student["quantization"] = {
+                "method": self.quantize_base,
+                "double_quant": self.settings.double_quant,
+            }
         training = {
             "batch_size": self.batch_size,
             "gradient_accumulation": self.gradient_accumulation,
             "gradient_checkpointing": self.gradient_checkpointing,
-            "mixed_precision": "bf16",
+            "optimizer": self.optimizer,
+            "mixed_precision": "no",  # the weights are bf16 already
         }
-        return {"student": {"lora": lora}, "training": training}
+        if self.settings.master_weights is not None:
+            training["master_weights"] = self.settings.master_weights
+        return {
+            "student": student,
+            "training": training,
+            "dataset": {"max_length": self.sequence_length},
+        }
 
 
 # ---- plan --------------------------------------------------------------------------------------
@@ -149,7 +171,7 @@ def _candidates(method: Method) -> list[_Candidate]:
     ranks = (method.rank,) if method.rank else RANKS
     full = [_Candidate("full"), _Candidate("full", optimizer="adamw8bit")]
     if method.kind == "full":
-        return full
+        return [c for c in full if method.optimizer in (None, c.optimizer)]
     kinds = ("lora", "qlora") if method.kind == "auto" else (method.kind,)
     ordered = [(k, t) for t in ("all-linear", "attention") for k in kinds]
     adapters = [_Candidate(k, r, t) for k, t in ordered for r in ranks]
@@ -165,12 +187,13 @@ class _Search:
     without_checkpointing: MemoryEstimate | None = None  # micro-batch 1, when that did not fit
 
 
-def _search(model, cand, targets, seq, effective, budget) -> _Search:
+def _search(model, cand, targets, seq, effective, budget, device, attention) -> _Search:
     micro_batches = [b for b in range(effective, 0, -1) if effective % b == 0]
     found = _Search()
     for ckpt in (False, True):
         for batch in micro_batches:
-            est = _estimate(model, cand, targets, batch, seq, ckpt)
+            settings = candidate_settings(cand, targets, batch, seq, ckpt, device, attention)
+            est = _estimate(model, settings)
             if est.total_bytes <= budget:
                 found.fit = (est, batch, ckpt)
                 return found
@@ -212,7 +235,7 @@ def _plan_notes(model, cand, search, seq_given, batch_given, headroom) -> list[s
         + ("" if batch_given is not None else " (the default; set --batch-size)"),
         f"budget: VRAM less {headroom:.0%} headroom, for cards that expose less than their nominal size and the estimate's error",
         "speed: FLOPs per token against full fine-tuning without checkpointing (6N); LoRA skips the frozen base's weight gradients (4N), checkpointing recomputes the forward (+2N), QLoRA x0.7 for dequantisation",
-        "mixed precision bf16; on GPUs without bf16 (T4, V100) use fp16: the memory is the same",
+        "bf16 weights (student.precision); on GPUs without bf16 (T4, V100) use fp16: the memory is the same",
     ]
     if cand.kind != "full":
         notes.append("alpha = 2 x rank (the update is scaled by alpha / rank = 2)")
@@ -222,10 +245,10 @@ def _plan_notes(model, cand, search, seq_given, batch_given, headroom) -> list[s
         )
     if cand.kind == "qlora":
         notes.append(
-            "QLoRA: load the base in 4-bit NF4 with double quantisation (bitsandbytes); distill.yaml has no key for it"
+            "QLoRA: the base loads in 4-bit NF4 with double quantisation (bitsandbytes; student.quantization)"
         )
     if cand.optimizer == "adamw8bit":
-        notes.append("8-bit AdamW needs bitsandbytes; distill.yaml has no optimizer key")
+        notes.append("8-bit AdamW from bitsandbytes (training.optimizer: adamw8bit)")
     if model.kind == "gguf":
         notes.append("the GGUF file's own quantisation is ignored: training loads 16-bit weights")
     return notes
@@ -253,12 +276,16 @@ def plan_lora(
     sequence_length: int | None = None,
     headroom: float = DEFAULT_HEADROOM,
     write_config: str | Path | None = None,
+    device: str = "cuda",
+    config: str | Path | None = None,
 ) -> LoraPlan:
     """The best fine-tuning configuration of `model` that fits `vram` (see the module docstring).
 
-    `batch_size` is the effective batch (default 16), split into micro-batches when needed;
-    `write_config` writes the plan's `student.lora` and `training` keys as a distill.yaml
-    fragment."""
+    `batch_size` is the effective batch (default 16), split into micro-batches when needed.
+    `device` is where it trains: cuda counts a CUDA context and allocator slack, cpu the
+    runtime's resident memory (`vram` is then the RAM to fit). `write_config` writes the plan's
+    distill.yaml keys; with `config` (a base distill.yaml) it writes that config with the plan
+    applied, one `distill run` takes as it is."""
     wanted = Method("auto") if str(method).strip().lower() == "auto" else parse_method(method)
     vram_bytes, budget = _budget(vram, headroom)
     seq = DEFAULT_SEQUENCE_LENGTH if sequence_length is None else sequence_length
@@ -267,11 +294,18 @@ def plan_lora(
     _positive("batch_size", effective)
     if write_config and Path(write_config).is_dir():
         raise InvalidInputError(f"{write_config} is a folder", "give a file, e.g. lora-plan.yaml")
+    if device not in ("cuda", "cpu"):
+        raise InvalidInputError(
+            f"--device must be cuda or cpu, not {device!r}", "pass --device cpu"
+        )
+    base = load_base_config(config) if config else None
+    attention = base.attention_implementation if base else "sdpa"
     handle = _open(model)
     shape, label = _shape(handle), str(handle.source.ref)
     searches = []
     for cand in _candidates(wanted):
-        search = _search(handle, cand, _targets(shape, cand.target_set), seq, effective, budget)
+        targets = _targets(shape, cand.target_set)
+        search = _search(handle, cand, targets, seq, effective, budget, device, attention)
         if search.fit:
             break
         searches.append((cand, search))
@@ -303,16 +337,29 @@ def plan_lora(
         utilization=est.total_bytes / vram_bytes,
         relative_speed=relative_speed(cand.kind, est.parameters, trainable, ckpt),
         quality_note=quality_note(cand.kind, rank, cand.target_set, cand.optimizer),
+        settings=candidate_settings(
+            cand, _targets(shape, cand.target_set), batch, seq, ckpt, device, attention
+        ),
+        device=device,
         rejected=[_rejected(c, s, vram_bytes, budget) for c, s in searches],
         notes=_plan_notes(handle, cand, search, sequence_length, batch_size, headroom),
+        base_config=str(config) if config else None,
     )
     if write_config:
         write_plan_config(plan, write_config)
     return plan
 
 
+def load_base_config(path: str | Path):
+    """The base distill.yaml a written plan starts from, checked as `distill run` would."""
+    from ..distill.config import load_config
+
+    return load_config(path)
+
+
 def plan_config_yaml(plan: LoraPlan) -> str:
-    """The distill.yaml fragment of a plan, with a comment header saying what it assumes."""
+    """The plan as distill.yaml, with a comment header saying what it assumes: the keys to merge,
+    or (with a base config) the base with the plan applied."""
     import yaml
 
     what = (
@@ -321,14 +368,41 @@ def plan_config_yaml(plan: LoraPlan) -> str:
         else f"{plan.method} r={plan.rank} ({plan.target_set})"
     )
     header = [
-        f"# entrenar lora plan: {plan.model} on {format_bytes(plan.vram_bytes)} of VRAM",
-        f"# {what}: about {format_bytes(plan.memory.total_bytes)} ({plan.utilization:.0%} of VRAM) at {plan.sequence_length} tokens (dataset.max_length)",
+        f"# entrenar lora plan: {plan.model} on {format_bytes(plan.vram_bytes)} of {plan.device} memory",
+        f"# {what}: about {format_bytes(plan.memory.total_bytes)} ({plan.utilization:.0%}) at {plan.sequence_length} tokens (dataset.max_length)",
         f"# effective batch {plan.effective_batch_size} = batch_size {plan.batch_size} x gradient_accumulation {plan.gradient_accumulation}",
     ]
     header += [f"# {n}" for n in plan.notes if n.startswith(("QLoRA", "8-bit"))]
-    header.append("# merge these keys into distill.yaml")
-    body = yaml.safe_dump(plan.config_fragment(), sort_keys=False, default_flow_style=False)
+    data = plan.config_fragment()
+    if plan.base_config:
+        data = _applied(plan, data)
+        header.append(f"# {plan.base_config} with the plan applied; the student is {plan.model}")
+    else:
+        header.append("# merge these keys into distill.yaml")
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     return "\n".join(header) + "\n" + body
+
+
+def _applied(plan: LoraPlan, fragment: dict) -> dict:
+    """The base config's own YAML with the plan's keys merged in (the student becomes the
+    planned model), validated as a whole."""
+    from ..distill.config import load_yaml, parse_config
+    from ..errors import ConfigError
+
+    data = load_yaml(plan.base_config)
+    student = data.setdefault("student", {})
+    student.pop("init_from_teacher", None)
+    student["model_id"] = plan.model
+    for section, values in fragment.items():
+        data.setdefault(section, {}).update(values)
+    _config, problems = parse_config(data)
+    if problems:
+        raise ConfigError(
+            f"the plan applied to {plan.base_config} is not a valid config:"
+            f" {problems[0].path}: {problems[0].message}",
+            problems[0].hint,
+        )
+    return data
 
 
 def write_plan_config(plan: LoraPlan, path: str | Path) -> Path:

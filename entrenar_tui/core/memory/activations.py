@@ -30,11 +30,14 @@ class Saved:
     device: str  # "cuda" or "cpu"
     attention: str  # "sdpa" or "eager"
     input_grads: bool  # embedding output requires grad (full fine-tuning, or checkpointing)
+    lora_dropout: bool = False  # PEFT's dropout before A (lora_dropout > 0)
 
     def grad_in(self, *paths: str) -> bool:
         """A linear keeps its input when its weight trains, or when its LoRA adapter reads that
-        same tensor (over 16-bit activations the adapter keeps its own fp32 copy instead)."""
-        return self.full or (self.compute == 4 and any(p in self.lora for p in paths))
+        same tensor (over 16-bit activations, or after LoRA dropout, the adapter reads its own
+        copy instead)."""
+        shared = self.compute == 4 and not self.lora_dropout
+        return self.full or (shared and any(p in self.lora for p in paths))
 
     @property
     def mask(self) -> int:  # dropout mask: bool on CUDA (native_dropout), a float tensor on CPU
@@ -45,11 +48,17 @@ class Saved:
         return 4 if self.device == "cuda" else self.compute
 
     def adapters(self, shape: ModelShape, prefix: str = "") -> int:
-        """LoRA keeps A's output (fp32) and, over 16-bit activations, an fp32 copy of its input."""
+        """LoRA keeps A's output (fp32) and what A reads: over 16-bit activations an fp32 copy
+        of the input; with LoRA dropout the dropped copy (fp32) and its mask (bool on CUDA, the
+        fp32 input's dtype on CPU). Measured on CPU against a real step (test_plan_runs)."""
+        if self.lora_dropout:
+            own_input = 4 + (1 if self.device == "cuda" else 4)
+        else:
+            own_input = 4 if self.compute != 4 else 0
         total = 0
         for g in shape.groups:
             if g.path in self.lora and g.path.startswith(prefix):
-                total += 4 * self.rank + (4 * g.in_features if self.compute != 4 else 0)
+                total += 4 * self.rank + own_input * g.in_features
         return total
 
 

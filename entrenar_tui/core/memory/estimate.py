@@ -32,6 +32,7 @@ from pathlib import Path
 from ..models.arch import ArchInfo
 from ..sizes import format_bytes
 from .activations import Saved, saved_inventory
+from .notes import estimate_notes
 from .options import (
     ADAM8BIT_BLOCK,
     ADAM8BIT_MIN_SIZE,
@@ -42,8 +43,8 @@ from .options import (
     NF4_BLOCK,
     NF4_NESTED_BLOCK,
     PRECISION_BYTES,
-    validate_options,
 )
+from .settings import TrainSettings
 from .shape import ModelShape, model_shape
 
 KEYS = (
@@ -119,16 +120,24 @@ def _nf4_bytes(numel: int, double_quant: bool) -> int:
     return numel // 2 + blocks + 4 * nested + 4 + 64 + 1024  # 8-bit absmax, its code and scales
 
 
+def _int8_bytes(rows: int, columns: int) -> int:
+    """LLM.int8 weights (bitsandbytes Int8Params): one byte per weight, one fp32 scale per row."""
+    return rows * columns + 4 * rows
+
+
 def _weights(plan: _Plan, quantize_base: str | None, double_quant: bool) -> int:
     if not quantize_base:
         return (plan.shape.parameters + plan.extra_parameters) * plan.weight_bytes
     total = plan.extra_parameters * 4
     for group in plan.shape.groups:
         if group.kind == "linear" and group.in_blocks:
-            total += group.count * (
-                _nf4_bytes(group.in_features * group.out_features, double_quant)
-                + 4 * (group.each - group.in_features * group.out_features)
+            numel = group.in_features * group.out_features
+            quantized = (
+                _int8_bytes(group.out_features, group.in_features)
+                if quantize_base == "int8"
+                else _nf4_bytes(numel, double_quant)
             )
+            total += group.count * (quantized + 4 * (group.each - numel))
         else:
             total += group.parameters * 4
     return total
@@ -179,13 +188,22 @@ def _transient(plan: _Plan, saved: Saved) -> int:
     return compute * max(mlp, attention)
 
 
-def _activations(plan: _Plan, attention: str, device: str, checkpointing: bool) -> dict:
+def _activations(
+    plan: _Plan, attention: str, device: str, checkpointing: bool, lora_dropout: float
+) -> dict:
     """Bytes that backward finds at its peaks: saved activations (all of them, or the
     checkpointed inputs), one block's recomputed set, its backward temporaries, the loss."""
     shape, compute, tokens = plan.shape, plan.compute, plan.batch * plan.seq
     paths = frozenset(g.path for g in plan.lora)
     saved = Saved(
-        compute, not plan.lora, paths, plan.rank, device, attention, input_grads=not plan.lora
+        compute,
+        not plan.lora,
+        paths,
+        plan.rank,
+        device,
+        attention,
+        input_grads=not plan.lora,
+        lora_dropout=lora_dropout > 0,
     )
     inv = saved_inventory(shape, saved, plan.seq)
     layers = sum(count for count, _ in inv.blocks)
@@ -264,113 +282,38 @@ def _phases(persistent: dict, act: dict, grads: dict, dequant: int) -> list[tupl
     ]
 
 
-def _notes(
-    plan: _Plan, optimizer: str, quantize: str | None, checkpointing: bool, device: str
-) -> list[str]:
-    family = plan.shape.family
-    candidates = [
-        (
-            True,
-            "peak of a steady-state step: optimizer state exists, gradients are None between steps",
-        ),
-        (
-            bool(plan.lora),
-            f"LoRA r={plan.rank} on {', '.join(g.path for g in plan.lora)}; adapters, their gradients and optimizer state in fp32",
-        ),
-        (
-            not plan.lora and plan.weight_bytes == 2,
-            "16-bit full fine-tuning with fp32 master weights and optimizer state"
-            if plan.master
-            else "pure 16-bit training: optimizer state in the weights' dtype",
-        ),
-        (
-            bool(quantize),
-            "NF4 base: block linear weights at 4 bits plus absmax constants; embeddings, head, norms and biases upcast to fp32",
-        ),
-        (
-            bool(quantize),
-            "NF4 activations are counted in the compute dtype; fp32 norms can leave some in fp32 (not measured: needs bitsandbytes on a GPU)",
-        ),
-        (
-            optimizer == "adamw",
-            "AdamW is the fused kernel (HF Trainer's default); torch's foreach AdamW adds 4 bytes per trainable parameter during step()",
-        ),
-        (
-            checkpointing,
-            "gradient checkpointing keeps each block's input and recomputes one block at a time",
-        ),
-        (
-            family not in ("bert", "roberta", "t5"),
-            "the causal-LM loss upcasts logits to fp32: log-softmax, its gradient and the logits' gradient peak together",
-        ),
-        (
-            bool(plan.shape.options.get("read_as")),
-            f"the {plan.shape.options.get('read_as')} architecture is read as a LLaMA-shaped decoder",
-        ),
-        (
-            family in ("bert", "roberta"),
-            "trained as a masked LM (the MLM head, no pooler), loss over every position",
-        ),
-        (family == "t5", "encoder and decoder both run sequence_length tokens"),
-        (
-            bool(plan.extra_parameters),
-            f"the given parameter count differs from the module formulas by {plan.extra_parameters:+,}; the difference counts as embedding-like weights",
-        ),
-        (
-            device == "cuda",
-            f"overhead: CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} and {CUDA_FRAGMENTATION:.0%} allocator slack",
-        ),
-        (
-            device == "cpu",
-            f"overhead: the Python, torch and transformers runtime, {format_bytes(CPU_RUNTIME_BYTES)}, and {format_bytes(CPU_STEP_BOOKKEEPING_BYTES)} of autograd and allocator bookkeeping",
-        ),
-    ]
-    return [text for wanted, text in candidates if wanted]
-
-
 def estimate_memory(
     arch: ArchInfo,
+    settings: TrainSettings | None = None,
     *,
     parameters: int | None = None,
-    batch_size: int,
-    sequence_length: int,
-    optimizer: str = "adamw",
-    precision: str = "fp32",
-    gradient_checkpointing: bool = False,
-    lora_rank: int | None = None,
-    lora_targets: list[str] | None = None,
-    quantize_base: str | None = None,
-    double_quant: bool = True,
-    attention: str = "sdpa",
-    device: str = "cuda",
     config: dict | None = None,
-    master_weights: bool | None = None,
+    **options,
 ) -> MemoryEstimate:
-    """Peak memory of training `arch` with these settings; `config` (config.json) sharpens it."""
-    validate_options(
-        batch_size,
-        sequence_length,
-        optimizer,
-        precision,
-        lora_rank,
-        quantize_base,
-        attention,
-        device,
-    )
+    """Peak memory of training `arch` with `settings` (or the same fields as keywords);
+    `config` (config.json) sharpens it."""
+    if settings is None:
+        settings = TrainSettings.from_options(**options)
+    elif options:
+        settings = settings.with_(**options)
     shape = model_shape(arch, config)
-    targets = (lora_targets or shape.default_lora_targets) if lora_rank else None
-    lora = tuple(shape.lora_targets(targets)) if lora_rank else ()
-    weight_bytes = PRECISION_BYTES[precision]
-    master = bool(not lora and weight_bytes == 2 and (master_weights is None or master_weights))
+    rank = settings.lora_rank
+    targets = (list(settings.lora_targets or ()) or shape.default_lora_targets) if rank else None
+    lora = tuple(shape.lora_targets(targets)) if rank else ()
+    weight_bytes = PRECISION_BYTES[settings.precision]
+    master = bool(lora == () and settings.uses_master_weights)
     extra = (parameters - shape.parameters) if parameters else 0
+    # PEFT's k-bit preparation upcasts the embeddings and norms to fp32, so a quantized base's
+    # residual stream and every linear's output are fp32 (measured on CPU, test_plan_runs)
+    compute = 4 if settings.quantize_base else weight_bytes
     plan = _Plan(
         shape,
-        batch_size,
-        sequence_length,
+        settings.batch_size,
+        settings.sequence_length,
         weight_bytes,
-        weight_bytes,
+        compute,
         lora,
-        lora_rank or 0,
+        rank or 0,
         master,
         extra,
     )
@@ -378,14 +321,18 @@ def estimate_memory(
     trainable = sum(n * k for n, k in tensors)
     grad_bytes = 4 if lora else weight_bytes
     state_bytes = 4 if (lora or master) else weight_bytes
+    quantize_base = settings.quantize_base
     persistent = {
-        "weights": _weights(plan, quantize_base, double_quant),
+        "weights": _weights(plan, quantize_base, settings.double_quant),
         "adapters": 4 * trainable if lora else 0,
         "master_weights": 4 * trainable if master else 0,
-        "optimizer": _optimizer_bytes(optimizer, tensors, state_bytes),
+        "optimizer": _optimizer_bytes(settings.optimizer, tensors, state_bytes),
     }
-    act = _activations(plan, attention, device, gradient_checkpointing)
-    dequant = 0  # bitsandbytes dequantises one 4-bit weight at a time for each matmul
+    device = settings.device
+    act = _activations(
+        plan, settings.attention, device, settings.gradient_checkpointing, settings.lora_dropout
+    )
+    dequant = 0  # bitsandbytes dequantises one quantized weight at a time for each matmul
     if quantize_base:
         widest = max(g.in_features * g.out_features for g in shape.linear_groups if g.in_blocks)
         dequant = widest * weight_bytes
@@ -396,20 +343,8 @@ def estimate_memory(
     breakdown["overhead"] = (
         slack if device == "cuda" else CPU_RUNTIME_BYTES + CPU_STEP_BOOKKEEPING_BYTES
     )
-    inputs = {
-        "batch_size": batch_size,
-        "sequence_length": sequence_length,
-        "optimizer": optimizer,
-        "precision": precision,
-        "gradient_checkpointing": gradient_checkpointing,
-        "lora_rank": lora_rank,
-        "lora_targets": targets,
-        "quantize_base": quantize_base,
-        "double_quant": double_quant,
-        "attention": attention,
-        "device": device,
-        "master_weights": master,
-    }
+    inputs = settings.with_(lora_targets=targets).to_dict()
+    inputs["master_weights"] = master
     return MemoryEstimate(
         total_bytes=sum(breakdown.values()),
         breakdown=breakdown,
@@ -417,18 +352,18 @@ def estimate_memory(
         trainable_parameters=trainable,
         peak_phase=peak_phase,
         inputs=inputs,
-        notes=_notes(plan, optimizer, quantize_base, gradient_checkpointing, device),
+        notes=estimate_notes(plan, settings),
     )
 
 
-def estimate_for_model(model, **settings) -> MemoryEstimate:
+def estimate_for_model(model, settings: TrainSettings | None = None, **options) -> MemoryEstimate:
     """`estimate_memory` for a model reference (path, hub id, packaged name) or an open Model."""
     from ..models.handle import Model
 
     if isinstance(model, str | Path):
         model = Model.open(model)
     config = model.source.config if model.source.config and model.kind != "gguf" else None
-    settings.setdefault("config", config)
+    options.setdefault("config", config)
     if config is None and model.tensors:
-        settings.setdefault("parameters", model.parameters)
-    return estimate_memory(model.arch, **settings)
+        options.setdefault("parameters", model.parameters)
+    return estimate_memory(model.arch, settings, **options)

@@ -40,13 +40,13 @@ def validate_options(
     check_choice("precision", precision, tuple(PRECISION_BYTES))
     check_choice("attention", attention, ("sdpa", "eager"))
     check_choice("device", device, ("cuda", "cpu"))
-    check_choice("quantize_base", quantize_base, (None, "nf4"))
+    check_choice("quantize_base", quantize_base, (None, "nf4", "int8"))
     if lora_rank is not None and (not isinstance(lora_rank, int) or lora_rank < 1):
         raise InvalidInputError(
             f"lora_rank must be a positive integer, not {lora_rank!r}", "pass --lora-rank 16"
         )
     if quantize_base and lora_rank is None:
         raise InvalidInputError(
-            "a 4-bit (nf4) base can only be trained through LoRA adapters",
+            f"a quantized ({quantize_base}) base can only be trained through LoRA adapters",
             "add --lora-rank 16 (QLoRA)",
         )

@@ -43,6 +43,7 @@ def measure_training_step(
     gradient_checkpointing: bool = False,
     lora_rank: int | None = None,
     lora_targets: list[str] | None = None,
+    lora_dropout: float = 0.0,
     attention: str = "sdpa",
     device: str = "cpu",
     steps: int = 2,
@@ -86,6 +87,7 @@ def measure_training_step(
         "checkpointing": gradient_checkpointing,
         "lora_rank": lora_rank,
         "lora_targets": lora_targets,
+        "lora_dropout": lora_dropout,
         "attention": attention,
         "device": device,
         "steps": steps,
@@ -168,7 +170,10 @@ def _build(spec: dict, layers: int | None = None):
 
         rank = spec["lora_rank"]
         lora = peft.LoraConfig(
-            r=rank, lora_alpha=2 * rank, target_modules=spec["lora_targets"], lora_dropout=0.0
+            r=rank,
+            lora_alpha=2 * rank,
+            target_modules=spec["lora_targets"],
+            lora_dropout=spec.get("lora_dropout", 0.0),
         )
         model = peft.get_peft_model(model, lora)
     if spec["checkpointing"]:
