@@ -56,7 +56,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="measurements run side by side")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each measurement")
     parser.add_argument("--quick", action="store_true", help="the smallest shape only")
+    parser.add_argument(
+        "--plans-only", action="store_true", help="only the planner's methods, run for real"
+    )
     args = parser.parse_args()
+    if args.plans_only:
+        return print_plan_rows()
     shapes = SHAPES[:1] if args.quick else SHAPES
     rows = [(a, m, b, s, args.threads) for a in ARCHES for m in METHODS for b, s in shapes]
     started = time.perf_counter()
@@ -78,6 +83,24 @@ def main() -> int:
     )
     worst_total = max(abs(r["total_error"]) for r in results)
     print(f"worst whole-process error (runtime included): {100 * worst_total:.2f}%")
+    return print_plan_rows()
+
+
+def print_plan_rows() -> int:
+    """The planner's methods as `distill run` trains them (benchmarks/plan_memory.py), on CUDA
+    when there is one (max_memory_allocated), else on CPU."""
+    import torch
+    from plan_memory import plan_rows
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"\nlora plan --write-config, then distill run ({device}):")
+    rows = plan_rows(device)
+    print(f"{'method':10} {'estimate':>11} {'measured':>11} {'error':>8}")
+    for r in rows:
+        print(
+            f"{r['method']:10} {format_bytes(r['estimate_bytes']):>11} "
+            f"{format_bytes(r['measured_bytes']):>11} {100 * r['error']:+7.2f}%"
+        )
     return 0
 
 

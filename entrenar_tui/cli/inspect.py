@@ -36,6 +36,7 @@ class Attention(str, Enum):
 
 class QuantizeBase(str, Enum):
     nf4 = "nf4"
+    int8 = "int8"
 
 
 class Target(str, Enum):
@@ -53,7 +54,21 @@ def info(model: ModelArg, json_out: JsonOpt = False, debug: DebugOpt = False) ->
     run(lambda: model_info(model), json_out=json_out, debug=debug, show=show_info)
 
 
+def print_view(items: list) -> None:
+    """Print what a *_view built: plain lines as text (never markup), the rest as rich."""
+    for item in items:
+        if isinstance(item, str):
+            render.line(item)
+        else:
+            render.show(item)
+
+
 def show_info(result) -> None:
+    print_view(info_view(result))
+
+
+def info_view(result) -> list:
+    """The info table (the shell and the TUI's Shell pane draw the same one)."""
     dtypes = ", ".join(f"{k} ({render.human_count(v)})" for k, v in result.dtypes.items())
     guessed = set(result.inferred)
 
@@ -81,7 +96,7 @@ def show_info(result) -> None:
         ("files", f"{result.file_count} ({render.human_bytes(result.file_size_bytes)})"),
         ("tokenizer", "yes" if result.has_tokenizer else "no"),
     ]
-    render.show(render.kv_table(f"{result.ref}", rows))
+    return [render.kv_table(f"{result.ref}", rows)]
 
 
 @app.command()
@@ -100,6 +115,10 @@ def layers(
 
 
 def show_layers(result) -> None:
+    print_view(layers_view(result))
+
+
+def layers_view(result) -> list:
     if result.verbose:
         rows = [
             [
@@ -124,8 +143,10 @@ def show_layers(result) -> None:
             for g in result.groups
         ]
         cols = ["block", "tensors", "dtype", "params", "bytes"]
-    render.show(render.table(result.ref, cols, rows, right={3, 4}))
-    render.line(f"total: {result.parameters:,} parameters, {render.human_bytes(result.bytes)}")
+    return [
+        render.table(result.ref, cols, rows, right={3, 4}),
+        f"total: {result.parameters:,} parameters, {render.human_bytes(result.bytes)}",
+    ]
 
 
 @app.command()
@@ -146,8 +167,15 @@ def memory(
     ] = None,
     quantize_base: Annotated[
         QuantizeBase | None,
-        typer.Option("--quantize-base", help="nf4: a 4-bit base (QLoRA; needs --lora-rank)."),
+        typer.Option(
+            "--quantize-base",
+            help="nf4 (QLoRA) or int8 (LLM.int8): a quantized base; needs --lora-rank.",
+        ),
     ] = None,
+    lora_dropout: Annotated[
+        float,
+        typer.Option("--lora-dropout", min=0, max=0.99, help="PEFT's dropout before A (0.05)."),
+    ] = 0.0,
     double_quant: Annotated[
         bool,
         typer.Option("--double-quant/--no-double-quant", help="NF4 double quantisation."),
@@ -168,26 +196,27 @@ def memory(
     debug: DebugOpt = False,
 ) -> None:
     """Training-memory breakdown for a batch size and sequence length."""
-    from ..core.memory import estimate_for_model
+    from ..core.memory import TrainSettings, estimate_for_model
 
     targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
 
     def call():
-        return estimate_for_model(
-            model,
+        settings = TrainSettings(
             batch_size=batch_size,
             sequence_length=sequence_length,
             optimizer=optimizer.value,
             precision=precision.value,
+            master_weights=master_weights,
             gradient_checkpointing=gradient_checkpointing,
             lora_rank=lora_rank,
             lora_targets=targets,
+            lora_dropout=lora_dropout if lora_rank else 0.0,
             quantize_base=quantize_base.value if quantize_base else None,
             double_quant=double_quant,
             attention=attention.value,
-            master_weights=master_weights,
             device=device,
         )
+        return estimate_for_model(model, settings)
 
     run(call, json_out=json_out, debug=debug, show=show_memory)
 
@@ -225,6 +254,10 @@ def compare(
 
 
 def show_compare(result) -> None:
+    print_view(compare_view(result))
+
+
+def compare_view(result) -> list:
     rows = [
         ("A", f"{result.a} ({result.parameters_a:,} params)"),
         ("B", f"{result.b} ({result.parameters_b:,} params)"),
@@ -236,27 +269,28 @@ def show_compare(result) -> None:
     ]
     if result.values is not None:
         rows.append(("max |A-B|", f"{result.max_abs_diff:.3g}" if result.values else "-"))
-    render.show(render.kv_table("compare", rows))
+    items: list = [render.kv_table("compare", rows)]
     for label, names in (("added", result.added), ("removed", result.removed)):
         for name in names[:20]:
-            render.line(f"{label}: {name}")
+            items.append(f"{label}: {name}")
         if len(names) > 20:
-            render.line(f"{label}: ... and {len(names) - 20} more")
+            items.append(f"{label}: ... and {len(names) - 20} more")
     changed = result.shape_changed + result.dtype_changed
     for change in changed[:20]:
-        render.line(f"changed: {change['name']} {change['a']} -> {change['b']}")
+        items.append(f"changed: {change['name']} {change['a']} -> {change['b']}")
     if len(changed) > 20:
-        render.line(f"changed: ... and {len(changed) - 20} more (--json for all)")
+        items.append(f"changed: ... and {len(changed) - 20} more (--json for all)")
     if result.values and result.max_abs_diff == 0:
-        render.line(f"values: all {len(result.values)} matching tensors are bit-identical")
+        items.append(f"values: all {len(result.values)} matching tensors are bit-identical")
     elif result.values:
         worst = sorted(result.values, key=lambda v: -v.relative_l2)[:20]
         rows = [[v.name, f"{v.max_abs_diff:.3g}", f"{v.relative_l2:.3g}"] for v in worst]
-        render.show(
+        items.append(
             render.table(
                 "largest differences", ["tensor", "max |A-B|", "rel L2"], rows, right={1, 2}
             )
         )
+    return items
 
 
 @app.command()
@@ -277,17 +311,23 @@ def validate(
 
 
 def show_validate(report) -> None:
+    print_view(validate_view(report))
+
+
+def validate_view(report) -> list:
+    items = []
     for problem in report.problems:
         where = f" [{problem.tensor}]" if problem.tensor else ""
         hint = f" (hint: {problem.hint})" if problem.hint else ""
-        render.line(f"{problem.severity}: {problem.code}{where}: {problem.message}{hint}")
+        items.append(f"{problem.severity}: {problem.code}{where}: {problem.message}{hint}")
     summary = report.to_dict()
     errors = sum(p.severity == "error" for p in report.problems)
     warnings = len(report.problems) - errors
     verdict = "ok" if report.ok else "FAILED"
-    render.line(
+    items.append(
         f"{verdict}: {summary.get('tensors_checked', '?')} tensors checked, {errors} errors, {warnings} warnings"
     )
+    return items
 
 
 @app.command()

@@ -67,6 +67,32 @@ def _without_lora(config: DistillConfig) -> DistillConfig:
     return config.model_copy(update={"student": student})
 
 
+def _unquantized(config: DistillConfig) -> DistillConfig:
+    """A quantized base is merged into in full precision: its frozen weights come from the
+    base model's own file, so the export holds no 4- or 8-bit rounding."""
+    if config.student.quantization is None:
+        return config
+    student = config.student.model_copy(update={"quantization": None, "precision": "fp32"})
+    return config.model_copy(update={"student": student})
+
+
+def _load_trained(student, state: dict, lora: bool) -> None:
+    """A checkpoint's trained weights into the rebuilt student: all of them, or for LoRA only
+    the adapters (the frozen base, quantized or not, is the base model's own)."""
+    if not lora:
+        student.load_state_dict(state)
+        return
+    adapters = {key: value for key, value in state.items() if "lora_" in key}
+    _missing, unexpected = student.load_state_dict(adapters, strict=False)
+    wanted = [key for key, _ in student.named_parameters() if "lora_" in key]
+    if unexpected or len(adapters) != len(wanted):
+        raise InvalidInputError(
+            f"the checkpoint's adapters do not match the run's LoRA config ({len(adapters)} of"
+            f" {len(wanted)} tensors)",
+            "export the run's final/ adapter instead, or the checkpoint of the same config",
+        )
+
+
 def _rebuild_student(run: RunDir, checkpoint: Path | None, adapter: Path | None):
     """(student as a plain transformers model, tokenizer, whether a LoRA adapter was merged
     into it), from the run's config plus a checkpoint or a saved adapter."""
@@ -75,7 +101,7 @@ def _rebuild_student(run: RunDir, checkpoint: Path | None, adapter: Path | None)
     from .modeling import load_causal_lm, load_tokenizer
     from .trainer import _build_student
 
-    config = DistillConfig.model_validate(run.read_config())
+    config = _unquantized(DistillConfig.model_validate(run.read_config()))
     tc = config.teacher
     teacher = load_causal_lm(tc.model_id, "cpu", revision=tc.revision, fmt=tc.format)
     tokenizer = load_tokenizer(tc.model_id, tc.revision, tc.format)
@@ -86,7 +112,7 @@ def _rebuild_student(run: RunDir, checkpoint: Path | None, adapter: Path | None)
         return PeftModel.from_pretrained(base, adapter).merge_and_unload(), tokenizer, True
     student = _build_student(config, teacher, "cpu")
     state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
-    student.load_state_dict(state["student"])
+    _load_trained(student, state["student"], config.student.lora.enabled)
     if config.student.lora.enabled:  # a LoRA checkpoint: the adapter is merged, as for final/
         return student.merge_and_unload(), tokenizer, True
     return student, tokenizer, False

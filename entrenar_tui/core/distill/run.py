@@ -120,6 +120,11 @@ def run_distillation(
     follower = int(os.environ.get("RANK", 0)) != 0
     emit = on_event if on_event is not None and not follower else (lambda e: None)
     run_dir = Path(run_dir)
+    if config is not None:  # settings this device cannot run: refused before the run exists
+        from .modeling import pick_device
+        from .trainer import check_device
+
+        check_device(config, pick_device(config.device))
     config, run, plan = _prepare(config, run_dir, resume, command or [], overrides or [])
     started = time.perf_counter()
     previous = run.status() if resume else {}

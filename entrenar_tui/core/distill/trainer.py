@@ -137,7 +137,7 @@ def _build_loss(config: DistillConfig, student, teacher):
     )
 
 
-def _build_student(config: DistillConfig, teacher, device: str, settings: TrainSettings):
+def _build_student(config: DistillConfig, teacher, device: str, checkpointing: bool = False):
     from .modeling import load_causal_lm, student_from_teacher
 
     student_config, quantization = config.student, config.student.quantization
@@ -156,10 +156,10 @@ def _build_student(config: DistillConfig, teacher, device: str, settings: TrainS
     if quantization is not None:  # fp32 norms, embeddings and head; input grads for checkpointing
         from peft import prepare_model_for_kbit_training
 
-        student = prepare_model_for_kbit_training(
-            student, use_gradient_checkpointing=settings.gradient_checkpointing
-        )
-    elif settings.gradient_checkpointing:
+        _keep_4bit_trainable(student)
+
+        student = prepare_model_for_kbit_training(student, use_gradient_checkpointing=checkpointing)
+    elif checkpointing:
         student.gradient_checkpointing_enable()
     lora = student_config.lora
     if lora.enabled:
@@ -196,6 +196,17 @@ def return_freed_memory() -> None:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def _keep_4bit_trainable(model) -> None:
+    """bitsandbytes (0.50) repacks an NF4 weight for its AVX512-BF16 CPU kernel at the first
+    forward under no_grad in eval mode (our evaluation), and every later training step then runs
+    that kernel, which has no autograd: the adapters silently stop learning (measured: LoRA B
+    unchanged after an evaluation and a step). Turning the repacking off keeps the trainable
+    path; CPU evaluation of a 4-bit base is a little slower."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def check_device(config: DistillConfig, device: str) -> TrainSettings:
@@ -235,7 +246,7 @@ def build(config: DistillConfig) -> Setup:
         precision=tc.precision,
     )
     teacher = teacher.eval().requires_grad_(False)
-    student = _build_student(config, teacher, device, settings)
+    student = _build_student(config, teacher, device, settings.gradient_checkpointing)
     loss_fn = _build_loss(config, student, teacher).to(device)
     ds = config.dataset
     docs = load_documents(

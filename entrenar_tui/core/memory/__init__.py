@@ -8,7 +8,7 @@ settings; estimate -> notes, options, settings, shape, activations; activations 
 
 from .estimate import KEYS, MemoryEstimate, estimate_for_model, estimate_memory
 from .options import OPTIMIZERS, PRECISION_BYTES
-from .probe import MeasuredPeak, measure_training_step
+from .probe import MeasuredPeak, measure_run_peak, measure_training_step
 from .settings import TrainSettings, device_problem
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "MemoryEstimate",
     "estimate_for_model",
     "estimate_memory",
+    "measure_run_peak",
     "measure_training_step",
 ]

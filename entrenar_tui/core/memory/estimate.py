@@ -35,6 +35,7 @@ from .activations import Saved, saved_inventory
 from .notes import estimate_notes
 from .options import (
     ADAM8BIT_BLOCK,
+    ADAM8BIT_CPU_STEP_BYTES,
     ADAM8BIT_MIN_SIZE,
     CPU_RUNTIME_BYTES,
     CPU_STEP_BOOKKEEPING_BYTES,
@@ -246,7 +247,24 @@ def _gradient_stages(plan: _Plan, grad_bytes: int, tensors: list[tuple[int, int]
     return {"all": total, "head": head, "late": per_block + embeddings}
 
 
-def _phases(persistent: dict, act: dict, grads: dict, dequant: int) -> list[tuple[str, dict]]:
+def _step_workspace(settings: TrainSettings, master: bool, tensors) -> int:
+    """Temporaries of the optimizer step, at its largest tensor (the embedding, stepped first,
+    while every other gradient is still alive): the fp32 copy of its gradient under master
+    weights (optim.py steps one tensor at a time), and bitsandbytes' 8-bit AdamW on CPU, whose
+    PyTorch fallback dequantises that tensor's two states and updates them in fp32: measured
+    20.0 bytes per element at 4M and 16M elements. Fused AdamW and SGD allocate none."""
+    largest = max((numel for numel, _count in tensors), default=0)
+    per_element = (4 if master else 0) + (
+        ADAM8BIT_CPU_STEP_BYTES
+        if settings.optimizer == "adamw8bit" and settings.device == "cpu"
+        else 0
+    )
+    return largest * per_element
+
+
+def _phases(
+    persistent: dict, act: dict, grads: dict, dequant: int, step_ws: int
+) -> list[tuple[str, dict]]:
     """What is alive at each moment where a training step can peak."""
     block_ws = act["transient"] + dequant
     phases = [
@@ -276,6 +294,7 @@ def _phases(persistent: dict, act: dict, grads: dict, dequant: int) -> list[tupl
             },
         ),
         ("the end of backward", {"gradients": grads["all"], "workspace": act["hidden_grad"]}),
+        ("the optimizer step", {"gradients": grads["all"], "workspace": step_ws}),
     ]
     return [
         (name, {k: persistent.get(k, 0) + parts.get(k, 0) for k in KEYS}) for name, parts in phases
@@ -336,7 +355,9 @@ def estimate_memory(
     if quantize_base:
         widest = max(g.in_features * g.out_features for g in shape.linear_groups if g.in_blocks)
         dequant = widest * weight_bytes
-    phases = _phases(persistent, act, _gradient_stages(plan, grad_bytes, tensors), dequant)
+    step_ws = _step_workspace(settings, master, tensors)
+    grads = _gradient_stages(plan, grad_bytes, tensors)
+    phases = _phases(persistent, act, grads, dequant, step_ws)
     peak_phase, breakdown = max(phases, key=lambda item: sum(item[1].values()))
     tensor_peak = sum(breakdown.values())
     slack = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * tensor_peak)

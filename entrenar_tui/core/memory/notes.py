@@ -42,7 +42,7 @@ def estimate_notes(plan, settings: TrainSettings) -> list[str]:
         ),
         (
             bool(quantize),
-            "quantized-base activations are counted in the compute dtype; fp32 norms can leave some in fp32 (not measured: needs bitsandbytes on a GPU)",
+            "quantized-base activations are fp32: PEFT's k-bit preparation upcasts the embeddings and norms, so the residual stream and each linear's output are fp32 (measured on CPU with bitsandbytes)",
         ),
         (
             optimizer == "adamw",

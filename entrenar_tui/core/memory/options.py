@@ -17,6 +17,7 @@ CPU_RUNTIME_BYTES = 400 * MIB  # the Python, torch and transformers runtime itse
 CPU_STEP_BOOKKEEPING_BYTES = 2 * MIB
 NF4_BLOCK, NF4_NESTED_BLOCK = 64, 256
 ADAM8BIT_MIN_SIZE, ADAM8BIT_BLOCK = 4096, 256  # bitsandbytes keeps 32-bit state below 4096 elements
+ADAM8BIT_CPU_STEP_BYTES = 20  # per element of the tensor being stepped (estimate._step_workspace)
 
 
 def check_choice(name: str, value, allowed) -> None:

@@ -126,6 +126,33 @@ def measure_training_step(
     return MeasuredPeak(**json.loads(lines[-1]))
 
 
+def measure_run_peak(config: str | Path, run_dir: str | Path, timeout: float = 1800) -> int:
+    """The peak memory a real `entrenar distill run` of `config` reports (its train lines'
+    largest `memory_bytes`: max_memory_allocated on CUDA, the resident set's peak on CPU), in a
+    fresh process. `lora plan --write-config` checks its estimate against this."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRANSFORMERS_VERBOSITY="error")
+    for key in [k for k in env if k.startswith("COV_CORE_") or k == "COVERAGE_PROCESS_START"]:
+        del env[key]  # a coverage tracer would add ~70 MB to what is measured
+    entrenar = Path(sys.executable).with_name("entrenar")
+    command = [str(entrenar), "distill", "run", "--config", str(config), "--output", str(run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InvalidInputError(f"the measured run failed: {last}", f"see {run_dir}/events.log")
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    peaks = [
+        record["memory_bytes"] for record in map(json.loads, lines) if record["kind"] == "train"
+    ]
+    if not peaks:
+        raise InvalidInputError(f"{run_dir} logged no training step", "set training.max_steps >= 1")
+    return max(peaks)
+
+
 def _arch_of(config: dict) -> ArchInfo:
     from ..models.arch import from_config
 
