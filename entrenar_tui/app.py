@@ -29,7 +29,7 @@ from .actions import Action, bindings
 STYLES_DIR = Path(__file__).parent / "styles"
 STYLES = [
     STYLES_DIR / f"{name}.tcss"
-    for name in ("app", "models", "memory", "runs", "adapters", "sweeps")
+    for name in ("app", "models", "memory", "runs", "adapters", "sweeps", "shell")
 ]
 STALLS_ENV = "ENTRENAR_TUI_STALLS"
 SAMPLE_INTERVAL_S = 1.0  # NVML answers faster than this are not meaningful

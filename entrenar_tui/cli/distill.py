@@ -205,18 +205,35 @@ def init(
     ] = "smollm2-135m",
     output: Annotated[str, typer.Option("--output", "-o")] = "distill.yaml",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    student_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--student-layers",
+            min=1,
+            help="Keep N teacher layers, chosen by measurement (block influence vs greedy).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Write a commented starter config."""
     from ..core.distill.starter import write_starter
 
-    run(
-        lambda: {"written": str(write_starter(output, teacher, force))},
-        json_out=json_out,
-        debug=debug,
-        show=lambda r: render.line(f"wrote {r['written']}"),
-    )
+    def call() -> dict:
+        path, choice = write_starter(output, teacher, force, student_layers)
+        return {"written": str(path), "layers": choice.to_dict() if choice else None}
+
+    def show(result: dict) -> None:
+        if result["layers"]:
+            for name, candidate in result["layers"]["candidates"].items():
+                render.line(
+                    f"{name}: layers {candidate['layers']}, held-out loss"
+                    f" {candidate['heldout_loss']:.3f}"
+                )
+            render.line(f"kept {result['layers']['layers']} ({result['layers']['method']} wins)")
+        render.line(f"wrote {result['written']}")
+
+    run(call, json_out=json_out, debug=debug, show=show)
 
 
 @app.command()

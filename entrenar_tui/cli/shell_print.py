@@ -1,5 +1,5 @@
-"""How the shell prints an evaluator Output (the CLI's own tables where a CLI twin exists), and
-its tab completion."""
+"""How the terminal shell prints an evaluator Output (the items shell_render builds, the same
+the TUI's Shell pane draws), and its tab completion."""
 
 from __future__ import annotations
 
@@ -7,24 +7,6 @@ from prompt_toolkit.completion import Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
 from . import render
-
-
-def _memory(data: dict) -> None:
-    rows = [
-        [
-            row["precision"],
-            render.human_bytes(row["model"]),
-            render.human_bytes(row["activations"]),
-            render.human_bytes(row["total"]),
-        ]
-        for row in data["rows"]
-    ]
-    columns = ["Precision", "Model", "Activations", "Total"]
-    render.show(render.table(data["title"], columns, rows, right={1, 2, 3}))
-
-
-def _table(data: dict) -> None:
-    render.show(render.table(data["title"], data["header"], data["rows"]))
 
 
 def _follow(output) -> None:
@@ -43,45 +25,28 @@ def print_output(output, json_out: bool) -> None:
             return
         render.emit_json({"kind": output.kind, "message": output.message, "data": output.data})
         return
-    from . import inspect as inspect_cli
+    from .inspect import print_view
+    from .shell_render import output_view
 
-    printers = {
-        "info": inspect_cli.show_info,
-        "layers": inspect_cli.show_layers,
-        "validate": inspect_cli.show_validate,
-        "compare": inspect_cli.show_compare,
-        "memory": _memory,
-        "table": _table,
-    }
     if output.kind == "follow":
         _follow(output)
-    elif output.kind in printers:
-        printers[output.kind](output.data)
-    if output.message:
-        render.line(output.message)
+    print_view(output_view(output))
 
 
 class ShellCompleter(Completer):
-    """Commands first, then the command's options, packaged model names and paths."""
+    """Commands first, then the command's options, its argument words, packaged model names and
+    paths (the words come from shell_render, as the Shell pane's do)."""
 
     def __init__(self) -> None:
         self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document, complete_event):
-        from ..core.models.resolve import PACKAGED
-        from ..core.shell.commands import COMMANDS
+        from .shell_render import complete_word
 
-        words = document.text_before_cursor.split()
-        current = document.get_word_before_cursor(WORD=True)
-        if len(words) <= 1 and not document.text_before_cursor.endswith(" "):
-            candidates = list(COMMANDS)
-        else:
-            spec = COMMANDS.get(words[0]) if words else None
-            options = [f"--{name}" for name in spec.options] if spec else []
-            candidates = options if current.startswith("-") else [*PACKAGED, "teacher", "student"]
-            if not current.startswith("-"):
-                word = Document(current, len(current))
-                yield from self.paths.get_completions(word, complete_event)
+        text = document.text_before_cursor
+        current, candidates = complete_word(text)
+        if " " in text.rpartition(";")[2].lstrip() and not current.startswith("-"):
+            word = Document(current, len(current))
+            yield from self.paths.get_completions(word, complete_event)
         for candidate in candidates:
-            if candidate.startswith(current):
-                yield Completion(candidate, start_position=-len(current))
+            yield Completion(candidate, start_position=-len(current))

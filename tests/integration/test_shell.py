@@ -47,7 +47,7 @@ def test_the_design_session_runs_start_to_finish(home):
     assert result.exit_code == 0, out
     assert "✓ Fetched smollm2-135m" in out and "Architecture: LLaMA, Layers: 30" in out
     assert "Memory Estimate: smollm2-135m" in out
-    for row in ("fp32", "fp16/bf16", "nf4 + LoRA"):
+    for row in ("fp32", "fp16/bf16", "int8 + LoRA", "nf4 + LoRA"):
         assert row in out
     assert "blk.29" in out and "total: 134,515,008 parameters" in out
     assert "✓ Student model configured: smollm2-135m (teacher layers [0, 15])" in out

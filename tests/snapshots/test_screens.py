@@ -81,10 +81,33 @@ def settled(count: int, extra=None):
     return wait
 
 
+@pytest.fixture
+def fixed_day(monkeypatch):
+    """A shell session's id starts with today's date: the Shell pane shows it."""
+    import datetime
+
+    from entrenar_tui.core.shell import session
+
+    class Day(datetime.date):
+        @classmethod
+        def today(cls):
+            return cls(2026, 12, 1)
+
+    monkeypatch.setattr(session, "date", Day)
+
+
+async def frozen_cursor(pilot) -> None:
+    """A focused field's cursor blinks: shown steadily, the screenshot does not depend on when
+    it was taken."""
+    for field in pilot.app.screen.query("Input"):
+        field.cursor_blink = False
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("key", ["1", "2", "4", "5", "6"])
-def test_screen_without_gpu(snap_compare, tui_env, key, size):
-    assert snap_compare(make_app(), press=[key], terminal_size=size, run_before=settled(1))
+def test_screen_without_gpu(snap_compare, tui_env, fixed_day, key, size):
+    extra = frozen_cursor if key == "6" else None
+    assert snap_compare(make_app(), press=[key], terminal_size=size, run_before=settled(1, extra))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -119,3 +142,22 @@ def test_sweeps_with_a_recorded_sweep(snap_compare, tui_env, size):
 
     app = make_app()
     assert snap_compare(app, terminal_size=size, run_before=settled(1, analysed))
+
+
+@pytest.mark.parametrize("size", [(100, 30), (80, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_shell_after_fetch_and_memory(snap_compare, tui_env, fixed_day, size):
+    async def two_commands(pilot) -> None:
+        await pilot.press("6")
+        prompt = pilot.app.screen.query_one("#shell-input")
+        for line in ("fetch smollm2-135m", "memory --batch 2 --seq 32"):
+            prompt.value = line
+            await pilot.press("enter")
+            await pilot.pause()
+            deadline = time.monotonic() + 60
+            while pilot.app.screen.running and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await pilot.pause()
+        await frozen_cursor(pilot)
+
+    app = make_app()
+    assert snap_compare(app, terminal_size=size, run_before=settled(1, two_commands))

@@ -29,7 +29,7 @@ def layer_counts(config: DistillConfig) -> tuple[int, int]:
     """(student, teacher) transformer block counts, from the headers only."""
     teacher = Model.open(config.teacher.model_id).arch.layers
     source = config.student.init_from_teacher
-    student = len(source.layers) if source else Model.open(config.student.model_id).arch.layers
+    student = source.size if source else Model.open(config.student.model_id).arch.layers
     if not teacher or not student:
         raise InvalidInputError(
             "cannot tell how many layers the teacher and student have",

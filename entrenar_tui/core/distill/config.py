@@ -42,14 +42,31 @@ class LoraConfig(Strict):
 
 
 class InitFromTeacher(Strict):
-    layers: list[int] = Field(min_length=1)
+    """Which teacher blocks the student keeps: a list, or a count chosen by measurement at the
+    run's start (layers.py; the chosen list is written into the run's config)."""
+
+    layers: list[int] | None = Field(None, min_length=1)
+    count: int | None = Field(None, ge=1)
+    select: Literal["auto", "block_influence", "greedy"] = "auto"
 
     @field_validator("layers")
     @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v) or any(i < 0 for i in v):
+    def _distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(set(v)) != len(v) or any(i < 0 for i in v)):
             raise ValueError("layers must be distinct, non-negative teacher layer indices")
         return v
+
+    @model_validator(mode="after")
+    def _one_way(self) -> InitFromTeacher:
+        if (self.layers is None) == (self.count is None):
+            raise ValueError(
+                "give student.init_from_teacher.layers (a list) or .count (chosen by measurement)"
+            )
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.layers) if self.layers is not None else self.count
 
 
 class QuantizationConfig(Strict):

@@ -61,9 +61,15 @@ def teacher_inference_bytes(
     }
 
 
+def _layers_text(init) -> str:
+    if init.layers is not None:
+        return f"teacher layers {init.layers}"
+    return f"{init.count} teacher layers, chosen at the start ({init.select})"
+
+
 def _student_arch(config: DistillConfig, teacher_model: Model):
     if config.student.init_from_teacher is not None:
-        n = len(config.student.init_from_teacher.layers)
+        n = config.student.init_from_teacher.size
         arch = dataclasses.replace(teacher_model.arch, layers=n)
         cfg = dict(teacher_model.source.config) if teacher_model.source.config else None
         if cfg is not None:
@@ -96,8 +102,7 @@ def estimate_distillation(
     breakdown = {**teacher_terms, **{f"student_{k}": v for k, v in student.breakdown.items()}}
     result = DistillEstimate(
         teacher=config.teacher.model_id,
-        student=config.student.model_id
-        or f"teacher layers {config.student.init_from_teacher.layers}",
+        student=config.student.model_id or _layers_text(config.student.init_from_teacher),
         batch_size=training.batch_size,
         sequence_length=seq,
         device=device,
@@ -138,6 +143,12 @@ def _measure(config: DistillConfig, result: DistillEstimate, steps: int) -> None
             )
         }
     )
+    init = small.student.init_from_teacher
+    if init is not None and init.layers is None:  # timing does not depend on which layers
+        first = init.model_copy(update={"layers": list(range(init.count)), "count": None})
+        small = small.model_copy(
+            update={"student": small.student.model_copy(update={"init_from_teacher": first})}
+        )
     setup = build(small)
     needed = (steps + 1) * config.training.batch_size * config.training.gradient_accumulation
     if len(setup.train_blocks) < needed:

@@ -105,6 +105,20 @@ def _prepare(
     return config, run, None
 
 
+def _resolve_layers(config: DistillConfig):
+    """`init_from_teacher: {count: N}`: the layers chosen by measurement (layers.py), written
+    into the config the run records, so a resume and an export rebuild the same student."""
+    init = config.student.init_from_teacher
+    if init is None or init.layers is not None:
+        return config, None
+    from .layers import choose_for_config
+
+    choice = choose_for_config(config, init.count, init.select)
+    chosen = init.model_copy(update={"layers": choice.layers, "count": None})
+    student = config.student.model_copy(update={"init_from_teacher": chosen})
+    return config.model_copy(update={"student": student}), choice
+
+
 def run_distillation(
     config: DistillConfig | None,
     run_dir: str | Path,
@@ -120,12 +134,17 @@ def run_distillation(
     follower = int(os.environ.get("RANK", 0)) != 0
     emit = on_event if on_event is not None and not follower else (lambda e: None)
     run_dir = Path(run_dir)
+    choice = None
     if config is not None:  # settings this device cannot run: refused before the run exists
         from .modeling import pick_device
         from .trainer import check_device
 
         check_device(config, pick_device(config.device))
+        config, choice = _resolve_layers(config)
     config, run, plan = _prepare(config, run_dir, resume, command or [], overrides or [])
+    if choice is not None:
+        run.log(choice.summary())
+        emit({"event": "note", "message": choice.summary()})
     started = time.perf_counter()
     previous = run.status() if resume else {}
     run.write_status(

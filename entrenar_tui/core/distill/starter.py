@@ -19,7 +19,8 @@ teacher:
 student:
   # Either a model with the teacher's tokenizer...
   # model_id: org/small-model
-  # ...or a shallower copy of the teacher (as DistilBERT did): which teacher layers to keep.
+  # ...or a shallower copy of the teacher (as DistilBERT did): which teacher layers to keep,
+  # or {{count: N, select: auto}} to have them chosen by measurement when the run starts.{chosen}
   init_from_teacher:
     layers: {layers}
   lora:
@@ -75,25 +76,45 @@ output:
 
 
 def starter_config(
-    teacher: str, layers: list[int] | None = None, name: str = "distill.yaml"
+    teacher: str, layers: list[int] | None = None, name: str = "distill.yaml", chosen: str = ""
 ) -> str:
-    return TEMPLATE.format(teacher=teacher, layers=layers or [0, 3, 6, 9], name=name)
+    note = f"\n  # {chosen}" if chosen else ""
+    return TEMPLATE.format(teacher=teacher, layers=layers or [0, 3, 6, 9], name=name, chosen=note)
 
 
-def write_starter(output: str | Path, teacher: str, force: bool = False) -> Path:
-    """Write the starter config; keep the student every third teacher layer when the teacher is known."""
+def write_starter(
+    output: str | Path, teacher: str, force: bool = False, student_layers: int | None = None
+) -> tuple[Path, object]:
+    """Write the starter config: the student keeps every third teacher layer, or with
+    `student_layers` N the N layers chosen by measurement (layers.py). Returns the path and the
+    choice (None without `student_layers`)."""
     output = Path(output)
     if output.exists() and not force:
         raise InvalidInputError(
             f"{output} already exists", "choose another --output or pass --force"
         )
-    layers = None
-    try:
-        from ..models import Model
+    layers, choice = None, None
+    if student_layers is not None:
+        choice = _choose(teacher, student_layers)
+        layers = choice.layers
+    else:
+        try:
+            from ..models import Model
 
-        teacher_layers = Model.open(teacher).arch.layers
-        layers = list(range(0, teacher_layers, 3)) if teacher_layers else None
-    except Exception:  # an unresolvable teacher still gets a template to edit
-        layers = None
-    write_text_atomic(output, starter_config(teacher, layers, output.name))
-    return output
+            teacher_layers = Model.open(teacher).arch.layers
+            layers = list(range(0, teacher_layers, 3)) if teacher_layers else None
+        except Exception:  # an unresolvable teacher still gets a template to edit
+            layers = None
+    chosen = choice.summary() if choice else ""
+    write_text_atomic(output, starter_config(teacher, layers, output.name, chosen))
+    return output, choice
+
+
+def _choose(teacher: str, count: int):
+    from .config import config_from_data
+    from .layers import choose_for_config
+
+    config = config_from_data(
+        {"teacher": {"model_id": teacher}, "student": {"init_from_teacher": {"count": count}}}
+    )
+    return choose_for_config(config, count, "auto")

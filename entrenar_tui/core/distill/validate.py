@@ -104,6 +104,18 @@ def _student_shape(
                 )
             )
         return len(layers), teacher.vocab_size, None
+    count = _get(data, "student.init_from_teacher.count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        if teacher.layers is not None and count > teacher.layers:
+            problems.append(
+                Problem(
+                    path="student.init_from_teacher.count",
+                    message=f"{count} layers cannot be cut from a {teacher.layers}-layer teacher",
+                    value=count,
+                    hint=f"choose a count from 1 to {teacher.layers}",
+                )
+            )
+        return count, teacher.vocab_size, None
     ref = _get(data, "student.model_id")
     student = _arch(ref, "student.model_id", problems) if isinstance(ref, str) else None
     return (student.layers, student.vocab_size, student) if student else (None, None, None)

@@ -15,7 +15,22 @@ def int_list(text: str) -> list[int]:
 
 
 int_list.__name__ = "a list of integers like 0,3,6"
-LABELS = {int: "N", float: "X", str: "TEXT", int_list: "0,3,6"}
+
+
+def size(text: str) -> str:
+    """`16GB`, `512MiB`: checked here so a typo is a usage error, kept as text for core."""
+    from ..errors import InvalidInputError
+    from ..sizes import parse_size
+
+    try:
+        parse_size(text)
+    except InvalidInputError:
+        raise ValueError(text) from None
+    return text
+
+
+size.__name__ = "a size like 16GB"
+LABELS = {int: "N", float: "X", str: "TEXT", int_list: "0,3,6", size: "SIZE"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,7 @@ class CommandSpec:
     args: tuple[str, ...] = ()  # names; a trailing "?" marks an optional one
     options: dict[str, type] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # --batch-size -> batch
+    first_words: tuple[str, ...] = ()  # what the first argument can be (for completion)
 
     @property
     def min_args(self) -> int:
@@ -49,6 +65,8 @@ class CommandSpec:
 
 
 MEMORY_ALIASES = {"batch-size": "batch", "sequence-length": "seq"}
+FORMATS = ("safetensors", "gguf", "pth", "apr")  # what convert and export write
+DISTILL_OPTIONS = {"temperature": float, "alpha": float, "epochs": int, "steps": int}
 
 _SPECS = [
     CommandSpec("fetch", "resolve a model (packaged, local or hub) and describe it", ("model",)),
@@ -58,6 +76,7 @@ _SPECS = [
         "info, layers or validate of the current model (or MODEL)",
         ("what?", "model?"),
         {"strict": bool},
+        first_words=("info", "layers", "validate"),
     ),
     CommandSpec("compare", "tensor-by-tensor differences of two models", ("a", "b")),
     CommandSpec(
@@ -65,6 +84,27 @@ _SPECS = [
         "training memory of the current model per weight precision",
         ("model?",),
         {"batch": int, "seq": int, "rank": int},
+        MEMORY_ALIASES,
+    ),
+    CommandSpec(
+        "estimate",
+        "memory and time of the distill run the session's settings describe (2 steps timed)",
+        (),
+        DISTILL_OPTIONS,
+    ),
+    CommandSpec(
+        "profile",
+        "measure one training step's memory (full, or LoRA with --rank) beside the estimate",
+        ("model?",),
+        {"batch": int, "seq": int, "rank": int},
+        MEMORY_ALIASES,
+    ),
+    CommandSpec(
+        "optimize",
+        "the best full/LoRA/QLoRA plan that fits --vram SIZE (as `lora plan`: 2048 tokens,"
+        " batch 16 unless given)",
+        ("model?",),
+        {"vram": size, "method": str, "batch": int, "seq": int},
         MEMORY_ALIASES,
     ),
     CommandSpec(
@@ -78,20 +118,52 @@ _SPECS = [
         "distill",
         "distil the teacher into the student: a run in the background (--dry-run: the plan)",
         (),
+        {**DISTILL_OPTIONS, "dry-run": bool, "yes": bool, "output": str},
+    ),
+    CommandSpec(
+        "finetune",
+        "LoRA training of the current model (distillation alpha 0) in the background",
+        (),
         {
-            "temperature": float,
-            "alpha": float,
-            "epochs": int,
             "steps": int,
-            "dry-run": bool,
-            "yes": bool,
+            "epochs": int,
+            "rank": int,
+            "learning-rate": float,
             "output": str,
+            "dry-run": bool,
         },
+        {"lr": "learning-rate"},
+    ),
+    CommandSpec(
+        "evaluate",
+        "held-out loss and perplexity of a run's student (default: the latest run) or a model",
+        ("target?",),
     ),
     CommandSpec("runs", "the runs this session started, and their state"),
     CommandSpec("watch", "follow a run until it ends (Ctrl-C stops watching)", ("run?",)),
     CommandSpec(
-        "export", "export a run's student: export FORMAT OUTPUT [RUN]", ("format", "output", "run?")
+        "save",
+        "write a run's student (default: the latest run) in its output.format",
+        ("output", "run?"),
+    ),
+    CommandSpec(
+        "export",
+        "export a run's student: export FORMAT OUTPUT [RUN]",
+        ("format", "output", "run?"),
+        first_words=FORMATS,
+    ),
+    CommandSpec(
+        "convert",
+        "convert the current model (or MODEL) to gguf, safetensors, pth or apr",
+        ("format", "output", "model?"),
+        {"quantize": str},
+        first_words=FORMATS,
+    ),
+    CommandSpec(
+        "quantize",
+        "write the current model (or MODEL) as a q8_0 or q4_0 GGUF",
+        ("type", "output", "model?"),
+        first_words=("q8_0", "q4_0"),
     ),
     CommandSpec("history", "the commands of this session, with duration and status"),
     CommandSpec("help", "the commands, or one command's usage", ("command?",)),

@@ -6,35 +6,23 @@ nothing of terminals: a command that needs a yes/no returns `confirm` and the fr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import EntrenarError, InvalidInputError
 from .commands import COMMANDS
+from .measure import MeasureCommands
+from .output import Output
 from .parse import Command
 from .session import SETTINGS, Session
+from .work import WorkCommands
 
-PRECISIONS = (  # the memory table's rows: (label, estimator settings)
-    ("fp32", {"precision": "fp32"}),
-    ("fp16/bf16", {"precision": "bf16", "master_weights": False}),
-    ("nf4 + LoRA", {"precision": "bf16", "quantize_base": "nf4"}),
-)
+__all__ = ["Evaluator", "Output"]
 
 
 @dataclass
-class Output:
-    kind: str  # what the printer draws: info, layers, validate, compare, memory, table, text, ...
-    data: object = None
-    message: str = ""
-    confirm: str | None = None  # a question; answer with Evaluator.confirm(output, yes)
-    follow: Callable[[], Iterator[str]] | None = None  # `watch`: lines until the run ends
-    quit: bool = False
-
-
-@dataclass
-class Evaluator:
+class Evaluator(MeasureCommands, WorkCommands):
     session: Session
     pending: dict = field(default_factory=dict)  # what a confirmed `distill` will start
 
@@ -110,35 +98,6 @@ class Evaluator:
 
         return Output("compare", compare_models(command.args[0], command.args[1]))
 
-    def _memory(self, command: Command) -> Output:
-        """Training memory by weight precision, at the session's (or given) batch and length."""
-        from ..memory import estimate_for_model
-        from ..models import Model
-
-        ref = self._current(command.args[0] if command.args else None)
-        model = Model.open(ref)
-        settings = self.session.settings
-        batch = command.options.get("batch", settings["batch"])
-        seq = command.options.get("seq", settings["seq"])
-        rank = command.options.get("rank", settings["rank"])
-        rows = []
-        for label, options in PRECISIONS:
-            lora = {"lora_rank": rank} if "quantize_base" in options else {}
-            estimate = estimate_for_model(
-                model, batch_size=batch, sequence_length=seq, **options, **lora
-            )
-            parts = estimate.breakdown
-            rows.append(
-                {
-                    "precision": label,
-                    "model": parts["weights"] + parts.get("adapters", 0),
-                    "activations": parts["activations"] + parts["logits"],
-                    "total": estimate.total_bytes,
-                }
-            )
-        title = f"Memory Estimate: {ref} (training, batch {batch} x {seq} tokens)"
-        return Output("memory", {"title": title, "rows": rows})
-
     # ------------------------------------------------------------------ settings
     def _set(self, command: Command) -> Output:
         key, value = command.args
@@ -200,12 +159,13 @@ class Evaluator:
 
     # ------------------------------------------------------------------ training
     def _distill(self, command: Command) -> Output:
-        from .training import distill_config, plan_text, start_run
+        from .training import distill_config, estimate_plan, plan_text, start_run
 
         config = distill_config(self.session, command.options)
         if command.options.get("dry-run"):
             self.pending = {"config": config, "output": command.options.get("output")}
-            return Output("text", None, plan_text(config), confirm="Proceed with training?")
+            text = plan_text(*estimate_plan(config))
+            return Output("text", None, text, confirm="Proceed with training?")
         return start_run(self.session, config, command.options.get("output"))
 
     def confirm(self, output: Output, yes: bool) -> Output:
@@ -215,7 +175,8 @@ class Evaluator:
         pending, self.pending = self.pending, {}
         if not yes or not pending:
             return Output("text", None, "Not started.")
-        return start_run(self.session, pending["config"], pending["output"])
+        prefix = pending.get("prefix", "shell")
+        return start_run(self.session, pending["config"], pending["output"], prefix)
 
     def _runs(self, command: Command) -> Output:
         from ..runs.follow import read_run
@@ -241,20 +202,6 @@ class Evaluator:
         if not Path(run_dir).is_dir():
             raise InvalidInputError(f"no run directory {run_dir}", "see `runs`")
         return Output("follow", run_dir, follow=lambda: follow_run(Path(run_dir)))
-
-    def _export(self, command: Command) -> Output:
-        from ..distill.export import export_run
-
-        fmt, output = command.args[0], command.args[1]
-        run_dir = (
-            command.args[2]
-            if len(command.args) > 2
-            else (self.session.runs[-1] if self.session.runs else None)
-        )
-        if run_dir is None:
-            raise InvalidInputError("no run to export", "export FORMAT OUTPUT RUN_DIR")
-        result = export_run(run_dir, fmt, output)
-        return Output("text", result, f"✓ Exported to {output}")
 
     # ------------------------------------------------------------------ the shell itself
     def _history(self, command: Command) -> Output:
@@ -293,12 +240,6 @@ class Evaluator:
         return Output("text", None, "", quit=True)
 
     _exit = _quit
-
-
-def _student_text(session: Session) -> str:
-    if session.student_layers:
-        return f"{session.student or session.teacher} layers {session.student_layers}"
-    return session.student or "every third teacher layer"
 
 
 def _now() -> str:

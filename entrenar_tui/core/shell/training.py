@@ -1,5 +1,8 @@
-"""The shell's `distill`: a config from the session, the dry run's plan, a run started in the
-background (the same child process as the app's), and `watch` following it."""
+"""The shell's `distill` and `finetune`: a config from the session, the dry run's plan, a run
+started in the background (the same child process as the app's), and `watch` following it.
+
+`finetune` is the distillation trainer with alpha 0 (cross-entropy only) and LoRA on the
+student, the current model; the teacher is that same model (the trainer needs one)."""
 
 from __future__ import annotations
 
@@ -59,22 +62,79 @@ def _every_third(teacher: str) -> list[int]:
     return list(range(0, Model.open(teacher).arch.layers or 1, 3))
 
 
-def plan_text(config: dict) -> str:
-    """The dry run: teacher, student, parameter counts, the loss, memory and a time estimate
-    from two measured steps."""
+def finetune_config(session: Session, options: dict) -> dict:
+    """The distill.yaml of `finetune`: the current model trained through LoRA adapters on the
+    builtin corpus with cross-entropy alone (distillation.alpha 0)."""
+    model = session.model or session.teacher
+    if not model:
+        raise InvalidInputError("no model yet", "fetch one first: fetch smollm2-135m")
+    settings = session.settings
+    rank = options.get("rank", settings["rank"])
+    training = {
+        "batch_size": settings["batch"],
+        "learning_rate": options.get("learning-rate", settings["learning_rate"]),
+        "warmup_steps": 0,
+        "log_every": 1,
+        "eval_max_blocks": settings["eval_blocks"],
+    }
+    if "epochs" in options:
+        training["epochs"] = options["epochs"]
+    else:
+        training["max_steps"] = options.get("steps", settings["steps"])
+    config = {
+        "device": settings["device"],
+        "teacher": {"model_id": model},
+        "student": {"model_id": model, "lora": _lora(model, rank)},
+        "distillation": {"temperature": settings["temperature"], "alpha": 0.0},
+        "training": training,
+        "dataset": {"source": "builtin", "max_length": settings["seq"]},
+    }
+    from ..distill.config import config_from_data
+
+    config_from_data(config)
+    return config
+
+
+def _lora(model: str, rank: int) -> dict:
+    """LoRA on the attention projections of the model's family, alpha = 2 x rank (as `lora
+    plan` writes)."""
+    from ..memory.shape import model_shape
+    from ..models import Model
+
+    handle = Model.open(model)
+    config = handle.source.config if handle.kind != "gguf" else None
+    targets = model_shape(handle.arch, config).default_lora_targets
+    return {"enabled": True, "rank": rank, "alpha": 2 * rank, "target_modules": targets}
+
+
+def estimate_plan(config: dict):
+    """(parsed config, its DistillEstimate with two steps timed on this machine)."""
     from ..distill.config import config_from_data
     from ..distill.estimate import estimate_distillation
-    from ..sizes import format_bytes
 
     parsed = config_from_data(config)
-    estimate = estimate_distillation(parsed, measure_steps=2)
-    distillation = parsed.distillation
+    return parsed, estimate_distillation(parsed, measure_steps=2)
+
+
+def plan_text(parsed, estimate) -> str:
+    """The dry run: teacher, student, parameter counts, the loss, memory and a time estimate
+    from two measured steps."""
+    from ..sizes import format_bytes
+
+    distillation, lora = parsed.distillation, parsed.student.lora
     alpha = distillation.alpha
     loss = f"KL(T={distillation.temperature:g}) * {alpha:g} + CE * {1 - alpha:g}"
+    if alpha == 0:
+        loss = "CE (alpha 0: no distillation term)"
+    student = f"{estimate.student} ({estimate.student_parameters / 1e6:.1f}M)"
+    if lora.enabled:
+        trainable = estimate.student_estimate["trainable_parameters"]
+        student += f" + LoRA r={lora.rank} on {', '.join(lora.target_modules)}"
+        student += f" ({trainable / 1e6:.2f}M trainable)"
     lines = [
         "Dry run configuration:",
         f"  Teacher: {estimate.teacher} ({estimate.teacher_parameters / 1e6:.1f}M)",
-        f"  Student: {estimate.student} ({estimate.student_parameters / 1e6:.1f}M)",
+        f"  Student: {student}",
         f"  Loss: {loss}",
         f"  Memory: {format_bytes(estimate.total_bytes)} on {estimate.device}",
     ]
@@ -92,13 +152,13 @@ def _clock(seconds: float) -> str:
     return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
 
 
-def start_run(session: Session, config: dict, output: str | None):
+def start_run(session: Session, config: dict, output: str | None, prefix: str = "shell"):
     """`entrenar distill run` as a child in its own session: the prompt comes back at once."""
     from ..runs.launch import launch_run
-    from .evaluate import Output
+    from .output import Output
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(output or f"runs/shell-{stamp}")
+    run_dir = Path(output or f"runs/{prefix}-{stamp}")
     config_path = run_dir / "launch-config.yaml"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
