@@ -102,9 +102,9 @@ def by_block_influence(model, batch, count: int) -> list[int]:
 
 
 def by_greedy_removal(model, batch, count: int) -> list[int]:
-    """On half the calibration blocks: the search runs about L^2/2 forwards (SmolLM2, 30 -> 15
-    layers: 345), which took 14 minutes on 2 busy cores with all 8 blocks."""
-    batch = batch[: max(1, len(batch) // 2)]
+    """About L^2/2 forwards of the calibration blocks (SmolLM2, 30 -> 15 layers: 345; 14 minutes
+    on 2 busy cores). Searching on half the blocks took 4.8 minutes but overfitted them: held-out
+    loss 6.593 against 6.175 with all 8 (block influence: 6.467), so all 8 are used."""
     kept = list(range(len(_blocks(model)[2])))
     while len(kept) > count:
         losses = {i: mean_loss(model, batch, [k for k in kept if k != i]) for i in kept}
