@@ -32,7 +32,8 @@ def test_demo_improves_the_students_held_out_perplexity(tmp_path):
     evals = [e for e in evals if e["kind"] == "eval"]
     before, after = evals[0], evals[-1]
     assert before["step"] == 0 and after["step"] == 6
-    assert after["eval_ppl"] < before["eval_ppl"] / 5  # 3.0M before; 352k after 4 steps
+    # measured layers: 436 before (every third layer started at 3.4M); training brings it down
+    assert before["eval_ppl"] < 2000 and after["eval_ppl"] < 0.8 * before["eval_ppl"]
     assert 10 < before["teacher_eval_ppl"] < 100  # the teacher is a real language model
     assert "teacher" in result.output and "student" in result.output
     assert (run_dir / "final" / "model.safetensors").exists()
