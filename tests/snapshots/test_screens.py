@@ -63,19 +63,25 @@ def make_app(samples=None, **options):
 def settled(count: int, extra=None):
     """run_before: every recorded sample shown and every worker done (then a frame)."""
 
-    async def wait(pilot) -> None:
-        app = pilot.app
+    async def idle(app) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             busy = [w for w in app.workers if w.group != "system" and not w.is_finished]
             if len(app.system_history) >= count and not busy:
-                break
+                return
             await asyncio.sleep(0.05)
+
+    async def wait(pilot) -> None:
+        await idle(pilot.app)
         if extra is not None:
             await extra(pilot)
+            await idle(pilot.app)  # the workers the extra steps started (on a loaded machine
+            # the screenshot was once taken while a sweep's analysis was still running)
         # A worker's result is a message: let the screen handle it and lay its tables out
         # (column widths are computed on the next refresh) before the screenshot.
         await pilot.pause(0.3)
+        await pilot.pause()
+        await idle(pilot.app)  # a handler that started another worker
         await pilot.pause()
 
     return wait
