@@ -28,17 +28,7 @@ def distill_config(session: Session, options: dict) -> dict:
     else:
         layers = session.student_layers or _every_third(session.teacher)
         student = {"init_from_teacher": {"layers": layers}}
-    training = {
-        "batch_size": settings["batch"],
-        "learning_rate": settings["learning_rate"],
-        "warmup_steps": 0,
-        "log_every": 1,
-        "eval_max_blocks": settings["eval_blocks"],
-    }
-    if "epochs" in options:
-        training["epochs"] = options["epochs"]
-    else:
-        training["max_steps"] = options.get("steps", settings["steps"])
+    training = _training(settings, options)
     config = {
         "device": settings["device"],
         "teacher": {"model_id": session.teacher},
@@ -70,17 +60,7 @@ def finetune_config(session: Session, options: dict) -> dict:
         raise InvalidInputError("no model yet", "fetch one first: fetch smollm2-135m")
     settings = session.settings
     rank = options.get("rank", settings["rank"])
-    training = {
-        "batch_size": settings["batch"],
-        "learning_rate": options.get("learning-rate", settings["learning_rate"]),
-        "warmup_steps": 0,
-        "log_every": 1,
-        "eval_max_blocks": settings["eval_blocks"],
-    }
-    if "epochs" in options:
-        training["epochs"] = options["epochs"]
-    else:
-        training["max_steps"] = options.get("steps", settings["steps"])
+    training = _training(settings, options)
     config = {
         "device": settings["device"],
         "teacher": {"model_id": model},
@@ -188,3 +168,20 @@ def follow_run(run_dir: Path, poll_s: float = 0.5) -> Iterator[str]:
             yield f"{run_dir}: {summary.state} at step {summary.step}{error}"
             return
         time.sleep(poll_s)
+
+
+def _training(settings: dict, options: dict) -> dict:
+    """The training block `distill` and `finetune` share: the session's batch, rate and
+    evaluation size, and --epochs or --steps (`--learning-rate` where the command has it)."""
+    training = {
+        "batch_size": settings["batch"],
+        "learning_rate": options.get("learning-rate", settings["learning_rate"]),
+        "warmup_steps": 0,
+        "log_every": 1,
+        "eval_max_blocks": settings["eval_blocks"],
+    }
+    if "epochs" in options:
+        training["epochs"] = options["epochs"]
+    else:
+        training["max_steps"] = options.get("steps", settings["steps"])
+    return training
