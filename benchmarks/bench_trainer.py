@@ -1,20 +1,28 @@
-"""Our distillation trainer vs a bare PyTorch KD loop: tokens/s (goal >= 0.95x) and peak memory.
+"""Tokens/s of our distillation trainer against the loops a user would otherwise run.
 
-Both sides load the same teacher and student the same way (entrenar's loaders; the student is
-the teacher's every third layer), see the same batches in the same order (the trainer's
-seed-and-epoch permutation of the same packed blocks) and compute the same loss
-(alpha x T^2 x KL + (1 - alpha) x CE), so their first-step losses must agree. The timed window
-is the steps after --warmup steps; repeats alternate which side goes first, so background load
-hits both alike. Ours is the whole `run_distillation` loop (step, metrics line and status file
-every --log-every steps, default 10 as in the demo config), clocked at each iteration's end
-through its `should_stop` callback.
+Sides (benchmarks/trainer_sides.py):
+  ours    the whole `run_distillation` loop (step, metrics line and status file every
+          --log-every steps), clocked at each iteration's end through its `should_stop` callback
+  bare    a bare PyTorch KD loop with SDPA attention and the teacher in inference mode: the fair
+          anchor (goal ours/bare >= 0.95)
+  trl     TRL's GKDTrainer, off-policy with beta 0 (forward KL), on the same models, batch and
+          loss (goal ours/trl >= 1.2); a benchmark-only dependency (`pip install trl`)
+  before  our trainer as it ran before SDPA and the bf16 teacher (eager attention, fp32
+          teacher): the speed-up over it is reported
 
-Peak memory is measured in a fresh child process per side (glibc told to return freed memory,
-so the resident set follows live tensors; the high-water mark restarts when training starts)
-and compared with `entrenar_tui.core.memory.estimate_memory` for the student's training step
-plus the teacher's weights and logits (the estimator has no teacher-inference term yet).
+All load the same teacher and student the same way (entrenar's loaders; the student is the
+demo's 15 teacher layers) and compute alpha x T^2 x KL + (1 - alpha) x CE (default alpha 1,
+T 1: GKD's loss is KD alone). ours, bare and before see the same batches in the same order (the
+trainer's seed-and-epoch permutation), so their first-step losses agree. The timed window is the
+steps after --warmup steps; the side order rotates between repeats, so background load hits all
+alike.
 
-    python benchmarks/bench_trainer.py [--steps 10] [--warmup 3] [--repeats 3] [--quick] [--tiny]
+Peak memory (ours and bare) is measured in a fresh child process per side (glibc told to return
+freed memory, so the resident set follows live tensors; the high-water mark restarts when
+training starts) and compared with `entrenar distill estimate`'s prediction.
+
+    python benchmarks/bench_trainer.py [--steps 10] [--warmup 3] [--repeats 3] [--sides ...]
+                                       [--quick] [--tiny] [--no-memory] [--out results.json]
 """
 
 from __future__ import annotations
@@ -30,7 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-GOAL = 0.95
+GOAL = 0.95  # ours / the bare loop
+TRL_GOAL = 1.2  # ours / TRL's GKD trainer
+SIDES = ("ours", "bare", "trl", "before")
+
+
+DEMO_LAYERS = "0,1,2,8,9,10,11,15,19,20,21,24,27,28,29"  # examples/demo.yaml
 
 
 def log(message: str) -> None:
@@ -40,15 +53,19 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------------------- the two sides
 
 
-def distill_config(args, steps: int):
+def distill_config(args, steps: int, teacher_precision: str | None = None):
     from entrenar_tui.core.distill.config import DistillConfig
 
+    teacher_precision = teacher_precision or args.teacher_precision
     return DistillConfig.model_validate(
         {
             "seed": args.seed,
             "device": args.device,
-            "teacher": {"model_id": args.teacher},
-            "student": {"init_from_teacher": {"layers": args.layers}},
+            "teacher": {"model_id": args.teacher, "precision": teacher_precision},
+            "student": {
+                "init_from_teacher": {"layers": args.layers},
+                "precision": args.student_precision,
+            },
             "distillation": {"temperature": args.temperature, "alpha": args.alpha},
             "training": {
                 "max_steps": steps,
@@ -70,7 +87,20 @@ def distill_config(args, steps: int):
     )
 
 
-def run_ours(args, workdir: Path, on_step=None, on_start=None) -> dict:
+def run_before(args, workdir: Path) -> dict:
+    """Our trainer as it ran when this benchmark's issue was filed: eager attention for teacher
+    and student and an fp32 teacher (the loop is today's, so the rest of its work is the same)."""
+    from entrenar_tui.core.distill.config import DistillConfig
+
+    today = DistillConfig.attention_implementation
+    DistillConfig.attention_implementation = property(lambda self: "eager")
+    try:
+        return run_ours(args, workdir, teacher_precision="fp32")
+    finally:
+        DistillConfig.attention_implementation = today
+
+
+def run_ours(args, workdir: Path, on_step=None, on_start=None, teacher_precision=None) -> dict:
     """The whole trainer. Each loop iteration (step, logging, status file) ends in its
     `should_stop` call, which is where the per-step clock marks are taken."""
     from entrenar_tui.core.distill.run import run_distillation
@@ -92,9 +122,8 @@ def run_ours(args, workdir: Path, on_step=None, on_start=None) -> dict:
             on_step()
         return False
 
-    result = run_distillation(
-        distill_config(args, steps), run_dir, on_event=events, should_stop=step_done
-    )
+    config = distill_config(args, steps, teacher_precision)
+    result = run_distillation(config, run_dir, on_event=events, should_stop=step_done)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     train = [r for r in map(json.loads, lines) if r["kind"] == "train"]
     shutil.rmtree(run_dir.parent, ignore_errors=True)  # the saved student is ~0.2 GB
@@ -105,67 +134,6 @@ def run_ours(args, workdir: Path, on_step=None, on_start=None) -> dict:
         "first_loss": result.first_loss,
         "memory_bytes": max(r["memory_bytes"] for r in train),
     }
-
-
-def bare_setup(args):
-    """Teacher, student, blocks and device exactly as the trainer's `build` makes them."""
-    import torch
-
-    from entrenar_tui.core.distill.data import build_dataset, load_documents
-    from entrenar_tui.core.distill.modeling import (
-        load_causal_lm,
-        load_tokenizer,
-        pick_device,
-        student_from_teacher,
-    )
-
-    torch.manual_seed(args.seed)
-    device = pick_device(args.device)
-    tokenizer = load_tokenizer(args.teacher)
-    teacher = load_causal_lm(args.teacher, device).eval().requires_grad_(False)
-    student = student_from_teacher(teacher, args.layers).to(device)
-    docs = load_documents("builtin", None, None, "train", "text", False, args.max_documents)
-    blocks = build_dataset(docs, tokenizer, args.seq, 0.05).train
-    return teacher, student, blocks, device
-
-
-def run_bare(args, on_start=None) -> dict:
-    """The loop a PyTorch user writes: the reference for speed."""
-    import torch
-    import torch.nn.functional as F
-
-    teacher, student, blocks, device = bare_setup(args)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-4, weight_decay=0.0)
-    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(args.seed * 1000))
-    T, alpha, B = args.temperature, args.alpha, args.batch
-    student.train()
-    if on_start:
-        on_start()
-    marks, tokens, losses, clock = [], [], [], time.perf_counter()
-    for step in range(args.warmup + args.steps):
-        chosen = order[step * B : (step + 1) * B].tolist()
-        ids = torch.tensor([blocks[i] for i in chosen], dtype=torch.long, device=device)
-        with torch.no_grad():
-            t_logits = teacher(input_ids=ids).logits[:, :-1].float()
-        s_logits = student(input_ids=ids).logits[:, :-1].float()
-        vocab = s_logits.size(-1)
-        s_flat, t_flat = s_logits.reshape(-1, vocab), t_logits.reshape(-1, vocab)
-        kd = F.kl_div(
-            F.log_softmax(s_flat / T, -1),
-            F.log_softmax(t_flat / T, -1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        ce = F.cross_entropy(s_flat, ids[:, 1:].reshape(-1))
-        loss = alpha * T * T * kd + (1 - alpha) * ce
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())  # a sync, as the trainer's logging does
-        marks.append(time.perf_counter() - clock)
-        tokens.append((step + 1) * ids.numel())
-    return {"marks": marks, "tokens": tokens, "first_loss": losses[0]}
 
 
 def window_rate(marks: list[float], tokens: list[int], warmup: int) -> float:
@@ -214,6 +182,8 @@ def probe_main(args) -> None:
             side = run_ours(args, Path(tmp), on_step=read_peak, on_start=restart_peak)
             mark["memory_bytes_max"] = side["memory_bytes"]
         else:
+            from trainer_sides import run_bare
+
             run_bare(args, on_start=restart_peak)
             read_peak()
     mark["method"] = "max_memory_allocated" if cuda else "VmHWM"
@@ -237,8 +207,11 @@ def estimate(args, device: str) -> dict:
 
     cfg = DistillConfig.model_validate(
         {
-            "teacher": {"model_id": args.teacher},
-            "student": {"init_from_teacher": {"layers": list(args.layers)}},
+            "teacher": {"model_id": args.teacher, "precision": args.teacher_precision},
+            "student": {
+                "init_from_teacher": {"layers": list(args.layers)},
+                "precision": args.student_precision,
+            },
             "training": {"batch_size": args.batch, "max_steps": 1},
             "dataset": {"max_length": args.seq},
         }
@@ -255,15 +228,26 @@ def estimate(args, device: str) -> dict:
 # ---------------------------------------------------------------------------------- driver
 
 
+def run_side(side: str, args, workdir: Path) -> dict:
+    from trainer_sides import run_bare, run_trl
+
+    if side == "ours":
+        return run_ours(args, workdir)
+    if side == "before":
+        return run_before(args, workdir)
+    return run_bare(args) if side == "bare" else run_trl(args, workdir)
+
+
 def measure_speed(args, workdir: Path) -> dict:
-    rates: dict[str, list[float]] = {"ours": [], "bare": []}
-    best_rates: dict[str, list[float]] = {"ours": [], "bare": []}
+    """Every side once per repeat, the order rotating so background load hits all alike."""
+    rates: dict[str, list[float]] = {side: [] for side in args.sides}
+    best_rates: dict[str, list[float]] = {side: [] for side in args.sides}
     first_loss: dict[str, float] = {}
     for repeat in range(args.repeats):
-        order = ("ours", "bare") if repeat % 2 == 0 else ("bare", "ours")
-        for side in order:
+        shift = repeat % len(args.sides)
+        for side in args.sides[shift:] + args.sides[:shift]:
             log(f"repeat {repeat + 1}/{args.repeats}: {side} ...")
-            result = run_ours(args, workdir) if side == "ours" else run_bare(args)
+            result = run_side(side, args, workdir)
             rates[side].append(window_rate(result["marks"], result["tokens"], args.warmup))
             best_rates[side].append(best_step_rate(result["marks"], result["tokens"], args.warmup))
             first_loss[side] = result["first_loss"]
@@ -275,39 +259,47 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
-def speed_rows(rates: dict) -> tuple[float, list[float]]:
-    """Print one table (median and per repeat, per side); return the median ratio and pairs."""
-    ours, bare = rates["ours"], rates["bare"]
-    for name, values in (("ours", ours), ("bare", bare)):
+RATIOS = (  # (numerator, denominator, goal or None, what it says)
+    ("ours", "bare", GOAL, "ours / bare PyTorch loop"),
+    ("ours", "trl", TRL_GOAL, "ours / TRL GKDTrainer"),
+    ("ours", "before", None, "speed-up over the trainer before (eager, fp32 teacher)"),
+)
+
+
+def speed_rows(rates: dict) -> dict:
+    """Print the median and per-repeat rate of every side; return the ratios between them."""
+    for name, values in rates.items():
         per_repeat = ", ".join(f"{v:.0f}" for v in values)
         print(f"    {name:6s} {statistics.median(values):8.0f}   {per_repeat}")
-    ratio = statistics.median(ours) / statistics.median(bare)
-    return ratio, [o / b for o, b in zip(ours, bare, strict=True)]
+    ratios = {}
+    for top, bottom, goal, what in RATIOS:
+        if top in rates and bottom in rates:
+            ratio = statistics.median(rates[top]) / statistics.median(rates[bottom])
+            pairs = [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
+            verdict = f" goal >= {goal}: {'met' if ratio >= goal else 'MISSED'}" if goal else ""
+            print(
+                f"    {what}: {ratio:.3f} (per repeat {', '.join(f'{p:.3f}' for p in pairs)}){verdict}"
+            )
+            ratios[f"{top}/{bottom}"] = {"ratio": ratio, "per_repeat": pairs, "goal": goal}
+    return ratios
 
 
 def report(args, speed: dict, memory: dict | None) -> dict:
     print(
         f"\n{args.label}: batch {args.batch} x {args.seq}, {args.steps} timed steps after "
-        f"{args.warmup} warm-up, {args.repeats} repeats (alternating order)"
+        f"{args.warmup} warm-up, {args.repeats} repeats (rotating order); teacher "
+        f"{args.teacher_precision}, student {args.student_precision}, T={args.temperature:g}, "
+        f"alpha {args.alpha:g}"
     )
     out: dict = {"first_loss": speed["first_loss"]}
     for key, unit in (
         ("rates", "tokens/s over the timed steps"),
-        ("best_rates", "tokens/s of the fastest step"),
+        ("best_rates", "tokens/s of the fastest step (the steadier one on a shared machine)"),
     ):
         print(f"  {unit}\n    {'side':6s} {'median':>8s}   per repeat")
-        ratio, pairs = speed_rows(speed[key])
-        print(
-            f"    ratio ours/bare: {ratio:.3f} (per repeat {', '.join(f'{p:.3f}' for p in pairs)})"
-        )
-        out[key] = {**speed[key], "ratio": ratio, "ratio_per_repeat": pairs}
-    ratio = out["rates"]["ratio"]
-    print(
-        f"goal ours/bare >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'} ({ratio:.3f} over the timed steps); "
-        "on a shared machine the fastest-step ratio is the steadier one"
-    )
-    fl = speed["first_loss"]
-    print(f"first-step loss: ours {fl['ours']:.5f}, bare {fl['bare']:.5f} (same work if equal)")
+        out[key] = {**speed[key], "ratios": speed_rows(speed[key])}
+    losses = ", ".join(f"{side} {loss:.5f}" for side, loss in speed["first_loss"].items())
+    print(f"first-step loss: {losses} (ours, bare and before see the same batch)")
     if memory:
         print_memory(memory)
         out["memory"] = memory
@@ -373,9 +365,12 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--teacher", default="smollm2-135m", help="teacher model reference")
-    p.add_argument("--layers", default=",".join(map(str, range(0, 30, 3))), help="student layers")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--alpha", type=float, default=0.7)
+    p.add_argument("--layers", default=DEMO_LAYERS, help="student layers (the demo's)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--alpha", type=float, default=1.0, help="1: KD alone, as TRL's GKD")
+    p.add_argument("--teacher-precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--student-precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--sides", default=",".join(SIDES), help=f"comma list of {','.join(SIDES)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10, help="our trainer's training.log_every")
     p.add_argument("--max-documents", type=int, default=None)
@@ -391,6 +386,9 @@ def parse_args(argv: list[str] | None = None):
         args.steps, args.warmup, args.repeats = 3, 2, 2
         args.max_documents = args.max_documents or 300
     args.layers = [int(x) for x in str(args.layers).split(",")]
+    args.sides = [side.strip() for side in args.sides.split(",") if side.strip()]
+    if unknown := [side for side in args.sides if side not in SIDES]:
+        p.error(f"unknown side(s) {unknown}; choose from {list(SIDES)}")
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be >= 1 (the first step pays one-time costs)")
     return args

@@ -46,7 +46,7 @@ ShareOpt = Annotated[
     bool,
     typer.Option(
         "--share-teacher/--no-share-teacher",
-        help="Jobs needing only the teacher's logits share its top-k targets (computed once).",
+        help="Jobs needing only the teacher's logits share its exact cached outputs (computed once).",
     ),
 ]
 HeartbeatOpt = Annotated[

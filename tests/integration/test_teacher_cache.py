@@ -201,3 +201,137 @@ def test_runs_sharing_a_store_run_the_teacher_once_with_the_same_losses(tiny_lm_
     hotter.distillation.temperature = 4.0
     _, hotter_calls, hotter_store = run(hotter)
     assert hotter_calls == first_calls and hotter_store.path != first_store.path
+
+
+def _hidden(config, **cache):
+    hidden = config.model_copy(deep=True)
+    hidden.distillation.teacher_cache.kind = "hidden"
+    for key, value in cache.items():
+        setattr(hidden.distillation.teacher_cache, key, value)
+    return hidden
+
+
+def _two_epochs(config):
+    """Losses of two epochs and the teacher forwards per epoch."""
+    torch.manual_seed(0)
+    s = build(config)
+    calls = []
+    s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    progress, losses, per_epoch_calls = Progress(), [], []
+    per_epoch = len(s.train_blocks) // config.training.batch_size
+    for _epoch in range(2):
+        before = len(calls)
+        losses += [train_step(s, progress, None)["loss"] for _ in range(per_epoch)]
+        per_epoch_calls.append(len(calls) - before)
+    return losses, per_epoch_calls, per_epoch, s
+
+
+def test_the_hidden_state_cache_is_exact_and_skips_the_teachers_body(tiny_lm_pair, tmp_path):
+    """kind hidden keeps the output head's input (hidden_size values a token) and recomputes the
+    logits in epoch 2: the losses equal a run without any cache to fp32 rounding, and epoch 2
+    runs the teacher only for blocks epoch 1 left out."""
+    teacher, student = tiny_lm_pair
+    config = _config(tmp_path, teacher, student)
+    uncached = config.model_copy(deep=True)
+    uncached.distillation.teacher_cache.enabled = False
+    exact, calls, per_epoch, s = _two_epochs(_hidden(config))
+    reference, reference_calls, _, _ = _two_epochs(uncached)
+    assert reference_calls == [per_epoch, per_epoch]
+    assert calls[0] == per_epoch and calls[1] < per_epoch / 2
+    torch.testing.assert_close(torch.tensor(exact), torch.tensor(reference), rtol=1e-5, atol=1e-6)
+    (entry,) = next(iter(s.teacher_cache.values()))
+    assert entry.shape == (config.dataset.max_length, s.teacher.config.hidden_size)
+    assert s.cache_head_error is not None and s.cache_head_error < 1e-4
+    lossy, _, _, _ = _two_epochs(config)  # top-16 + tail of a near-flat teacher: not the same
+    assert max(abs(a - b) for a, b in zip(lossy, reference, strict=True)) > 1e-3
+
+
+def test_a_hidden_state_store_is_shared_across_temperatures(tiny_lm_pair, tmp_path):
+    """Hidden states do not depend on T or k: a temperature sweep shares one store, and a run
+    that reads it trains to the same losses as the run that wrote it."""
+    teacher, student = tiny_lm_pair
+    config = _hidden(_config(tmp_path, teacher, student), dir=str(tmp_path / "store"))
+
+    def run(cfg):
+        torch.manual_seed(0)
+        s = build(cfg)
+        calls = []
+        s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+        p = Progress()
+        steps = len(s.train_blocks) // cfg.training.batch_size
+        return [train_step(s, p, None)["loss_kd"] for _ in range(steps)], len(calls), s
+
+    first, first_calls, first_setup = run(config)
+    hotter = config.model_copy(deep=True)
+    hotter.distillation.temperature = 4.0
+    _, hotter_calls, hotter_setup = run(hotter)
+    again, again_calls, _ = run(config)
+    assert first_calls > 0 and hotter_calls == again_calls == 0
+    assert hotter_setup.teacher_store.path == first_setup.teacher_store.path
+    torch.testing.assert_close(torch.tensor(again), torch.tensor(first), rtol=1e-6, atol=0)
+
+
+def test_a_teacher_that_changes_logits_after_its_head_is_refused(tmp_path):
+    """Gemma 2 soft-caps its logits after the head, so the head's input does not give them back:
+    kind hidden must say so (exit 2's InvalidInputError) instead of training on wrong targets."""
+    import pytest
+    import transformers
+
+    from entrenar_tui.core.distill.batches import Batch, _remember, _teacher_forward
+    from entrenar_tui.core.errors import InvalidInputError
+
+    cfg = transformers.Gemma2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        final_logit_softcapping=0.5,
+    )
+    torch.manual_seed(0)
+    model = transformers.Gemma2ForCausalLM(cfg).eval()
+    with torch.no_grad():  # raw logits of a few units, capped to +-0.5
+        model.get_output_embeddings().weight.mul_(50)
+    ids = torch.randint(0, 128, (2, 8))
+    config = load_config("demo", ["distillation.teacher_cache.enabled=true"])
+    config.distillation.teacher_cache.kind = "hidden"
+
+    class FakeLoss:  # the trainer's loss module only answers which teacher outputs it needs
+        needs_attentions = False
+
+    setup = type("S", (), {})()
+    setup.teacher, setup.device, setup.loss_fn, setup.config = model, "cpu", FakeLoss(), config
+    setup.cache_head_error, setup.teacher_cache, setup.teacher_store = None, {}, None
+    outputs = _teacher_forward(setup, Batch([0, 1], ids, ids, None), False, capture_head=True)
+    with pytest.raises(InvalidInputError, match="not its output head"):
+        _remember(setup, [0, 1], outputs)
+
+
+def test_estimate_accounts_the_cache_as_the_run_holds_it(tiny_lm_pair, tmp_path):
+    """`distill estimate` gives the cache's bytes per token, its host size for this run's tokens
+    and the same again on disk with a dir; the bytes per token are those a real run keeps."""
+    from entrenar_tui.core.distill.estimate import estimate_distillation
+
+    teacher, student = tiny_lm_pair
+    config = _hidden(_config(tmp_path, teacher, student))
+    config.training.max_steps = 5
+    estimate = estimate_distillation(config, measure_steps=0, device="cpu")
+    cache = estimate.teacher_cache
+    tokens = 5 * config.training.batch_size * config.dataset.max_length
+    assert cache["kind"] == "hidden" and cache["tokens"] == tokens
+    assert cache["host_bytes"] == tokens * cache["bytes_per_token"] and cache["disk_bytes"] == 0
+    assert any("teacher cache (the output head's input)" in note for note in estimate.notes)
+    _, _, _, setup = _two_epochs(config)
+    kept = sum(
+        t.numel() * t.element_size() for entry in setup.teacher_cache.values() for t in entry
+    )
+    assert kept == cache["bytes_per_token"] * config.dataset.max_length * len(setup.teacher_cache)
+    topk = _config(tmp_path, teacher, student)
+    topk.distillation.teacher_cache.dir = str(tmp_path / "store")
+    on_disk = estimate_distillation(topk, measure_steps=0, device="cpu").teacher_cache
+    assert on_disk["bytes_per_token"] == 6 * 16 + 4 and on_disk["tokens"] is None
+    assert on_disk["on_disk"] and "as much on disk" in " ".join(
+        estimate_distillation(topk, measure_steps=0, device="cpu").notes
+    )

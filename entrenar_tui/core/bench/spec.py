@@ -141,7 +141,8 @@ class SweepSpec:
         teacher's logits reads and writes its targets in the sweep's teacher/ folder."""
         config = apply_overlay(self.base, {**job.overlay, "seed": job.seed})
         if self.share_teacher and sweep_path is not None and _logits_only(config):
-            cache = {"enabled": True, "dir": str(Path(sweep_path).resolve() / "teacher")}
+            folder = str(Path(sweep_path).resolve() / "teacher")
+            cache = {"enabled": True, "kind": "hidden", "dir": folder}
             config = apply_overlay(
                 config, {f"distillation.teacher_cache.{k}": v for k, v in cache.items()}
             )
@@ -150,11 +151,11 @@ class SweepSpec:
     def share_teacher_targets(self) -> None:
         """Let logit-only jobs share the teacher's targets, and say so in the methodology."""
         self.share_teacher = True
-        top_k = self.base["distillation"]["teacher_cache"]["top_k"]
         self.notes.append(
-            f"teacher targets: jobs whose losses need only the teacher's logits use its top-"
-            f"{top_k} + tail targets, computed once per teacher, data and temperature in"
-            " teacher/ and shared (--no-share-teacher: exact logits in every job)"
+            "teacher targets: jobs whose losses need only the teacher's logits keep the output"
+            " head's input, computed once per teacher and data in teacher/ and shared by every"
+            " temperature and alpha; the logits are recomputed from it exactly"
+            " (--no-share-teacher: every job runs its own teacher)"
         )
 
     def check(self) -> None:

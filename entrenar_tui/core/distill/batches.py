@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from ..errors import InvalidInputError
 from .losses import IGNORE_INDEX, count_tokens
 
 if TYPE_CHECKING:
@@ -84,43 +85,118 @@ def window_counts(setup: Setup, micro: int) -> tuple[int, int]:
 
 
 def teacher_logits(setup: Setup, batch: Batch, want_states: bool):
-    """Teacher forward under no_grad, or its top-k cache once every block has been seen. With the
-    cache enabled, cached and uncached steps both use the reconstruction of `_compress`, so they
-    compute the same loss."""
-    blocks = batch.blocks
+    """(the teacher's logits for the batch, its forward's outputs or None when cached).
+
+    Logit-only losses may read the teacher cache (`distillation.teacher_cache`): `topk` keeps the
+    top k + an even tail, and every step (cached or not) uses that reconstruction, so all compute
+    the same loss; `hidden` keeps the output head's input and recomputes exact logits."""
     cache = setup.config.distillation.teacher_cache
-    store = setup.teacher_store if cache.enabled and not want_states else None
-    for block in blocks if store is not None else ():
-        if block not in setup.teacher_cache and (entry := store.load(block)) is not None:
-            setup.teacher_cache[block] = entry
-    cached = cache.enabled and not want_states and all(b in setup.teacher_cache for b in blocks)
+    if not cache.enabled or want_states:
+        outputs = _teacher_forward(setup, batch, want_states, capture_head=False)
+        return outputs.logits, outputs
+    entries = _cached_entries(setup, batch.blocks)
     outputs = None
-    if cached:
-        entries = [setup.teacher_cache[b] for b in blocks]
-        parts = [torch.stack([e[i] for e in entries]).to(setup.device) for i in range(3)]
-    else:
-        with torch.no_grad():
-            need_att = setup.loss_fn.needs_attentions
+    if entries is None:
+        outputs = _teacher_forward(setup, batch, False, capture_head=cache.kind == "hidden")
+        entries = _remember(setup, batch.blocks, outputs)
+        if cache.kind == "hidden":
+            return outputs.logits, outputs
+    parts = [
+        torch.stack([entry[i] for entry in entries]).to(setup.device)
+        for i in range(len(entries[0]))
+    ]
+    if cache.kind == "hidden":
+        return _head_logits(setup, parts[0]), None
+    values, indices, tail = parts
+    full = tail.float().expand(*indices.shape[:-1], setup.student.config.vocab_size)
+    return full.clone().scatter_(-1, indices.long(), values.float()), outputs
+
+
+def _teacher_forward(setup: Setup, batch: Batch, want_states: bool, capture_head: bool):
+    """The frozen teacher's forward in inference mode (no autograd bookkeeping at all). The
+    outputs the losses keep for backward are cloned out of it: inference tensors cannot be saved
+    for backward. With `capture_head`, `outputs.head_input` is what the output head was fed."""
+    head_inputs: list[torch.Tensor] = []
+    hook = None
+    if capture_head:
+        head = setup.teacher.get_output_embeddings()
+        hook = head.register_forward_hook(lambda module, args, out: head_inputs.append(args[0]))
+    try:
+        with torch.inference_mode():
             outputs = setup.teacher(
                 input_ids=batch.ids,
                 attention_mask=batch.attention_mask,
                 output_hidden_states=want_states,
-                output_attentions=need_att and want_states,
+                output_attentions=setup.loss_fn.needs_attentions and want_states,
             )
-        if not cache.enabled:
-            return outputs.logits, outputs
-        parts = _compress(outputs.logits, cache.top_k, setup.config.distillation.temperature)
+    finally:
+        if hook is not None:
+            hook.remove()
+    outputs.logits = outputs.logits.clone()
+    if want_states:
+        outputs.hidden_states = tuple(h.clone() for h in outputs.hidden_states)
+        if outputs.attentions is not None:
+            outputs.attentions = tuple(a.clone() for a in outputs.attentions)
+    outputs.head_input = head_inputs[-1] if head_inputs else None
+    return outputs
+
+
+def _head_logits(setup: Setup, head_input: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits from its output head's input (the final norm's output): exact."""
+    with torch.inference_mode():
+        logits = setup.teacher.get_output_embeddings()(head_input)
+    return logits.clone()
+
+
+def _cached_entries(setup: Setup, blocks: list[int]) -> list[tuple] | None:
+    """Every block's cached entry (from memory, else the shared store), or None if one is missing."""
+    store = setup.teacher_store
+    for block in blocks if store is not None else ():
+        if block not in setup.teacher_cache and (entry := store.load(block)) is not None:
+            setup.teacher_cache[block] = entry
+    if not all(block in setup.teacher_cache for block in blocks):
+        return None
+    return [setup.teacher_cache[block] for block in blocks]
+
+
+def _remember(setup: Setup, blocks: list[int], outputs) -> list[tuple]:
+    """Keep this batch's teacher targets per block (and in the shared store); the first time,
+    measure what the cache loses: the top k's share of the mass, or the recomputed head's error."""
+    cache = setup.config.distillation.teacher_cache
+    temperature = setup.config.distillation.temperature
+    if cache.kind == "hidden":
+        parts = (outputs.head_input,)
+        if setup.cache_head_error is None:
+            setup.cache_head_error = _head_error(setup, outputs)
+    else:
+        parts = _compress(outputs.logits, cache.top_k, temperature)
         if setup.cache_coverage is None:
-            setup.cache_coverage = _coverage(
-                outputs.logits, parts, setup.config.distillation.temperature
-            )
-        for row, block in enumerate(blocks):
-            setup.teacher_cache[block] = tuple(p[row].cpu() for p in parts)
-            if store is not None:
-                store.save(block, setup.teacher_cache[block])
-    values, indices, tail = parts
-    full = tail.float().expand(*indices.shape[:-1], setup.student.config.vocab_size)
-    return full.clone().scatter_(-1, indices.long(), values.float()), outputs
+            setup.cache_coverage = _coverage(outputs.logits, parts, temperature)
+    for row, block in enumerate(blocks):
+        setup.teacher_cache[block] = tuple(part[row].cpu() for part in parts)
+        if setup.teacher_store is not None:
+            setup.teacher_store.save(block, setup.teacher_cache[block])
+    return [setup.teacher_cache[block] for block in blocks]
+
+
+def _head_error(setup: Setup, outputs) -> float:
+    """Largest |logit| difference between the forward and the head applied to its cached input.
+    A model that changes logits after its head (soft-capping, scaling) cannot use this cache."""
+    if outputs.head_input is None:
+        raise InvalidInputError(
+            "distillation.teacher_cache.kind hidden: the teacher's output head was not called",
+            "use teacher_cache.kind: topk for this teacher",
+        )
+    recomputed = _head_logits(setup, outputs.head_input.cpu().to(setup.device))
+    error = float((recomputed.float() - outputs.logits.float()).abs().max())
+    scale = float(outputs.logits.float().abs().max())
+    if error > 1e-2 * max(scale, 1.0):
+        raise InvalidInputError(
+            f"distillation.teacher_cache.kind hidden: this teacher's logits are not its output "
+            f"head applied to the head's input (max difference {error:.3g})",
+            "its model changes logits after the head (soft-capping, scaling): use kind: topk",
+        )
+    return error
 
 
 def teacher_targets(s: Setup, batch: Batch) -> tuple:

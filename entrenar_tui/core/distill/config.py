@@ -122,6 +122,9 @@ class AttentionConfig(Strict):
 
 class TeacherCacheConfig(Strict):
     enabled: bool = False
+    # topk: the top k logits + an even tail (6k+4 bytes a token, lossy at high T); hidden: the
+    # output head's input (hidden_size values a token), the logits recomputed exactly from it
+    kind: Literal["topk", "hidden"] = "topk"
     top_k: int = Field(64, ge=1)
     dir: str | None = None  # share the targets on disk with other runs (a sweep sets it)
 

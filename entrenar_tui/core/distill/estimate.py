@@ -35,6 +35,7 @@ class DistillEstimate:
     tokens_per_second: float | None = None
     total_steps: int | None = None
     estimated_seconds: float | None = None
+    teacher_cache: dict | None = None  # kind, bytes per token, host and disk bytes (upper bound)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -44,7 +45,7 @@ class DistillEstimate:
 def teacher_inference_bytes(
     arch, parameters: int, batch: int, seq: int, weight_bytes: int = FP32
 ) -> dict[str, int]:
-    """Frozen teacher under no_grad: weights, the widest block's transient tensors, logits.
+    """Frozen teacher in inference mode: weights, the widest block's transient tensors, logits.
     Only one block's activations live at a time without autograd; the fp32 logits (and their
     softened copy for KD) dominate at large vocabularies."""
     tokens = batch * seq
@@ -59,6 +60,50 @@ def teacher_inference_bytes(
         "teacher_logits": 2 * tokens * vocab * FP32,
         "kd_loss": kd,
     }
+
+
+def teacher_cache_bytes(config: DistillConfig, arch) -> dict | None:
+    """What the teacher cache holds (host memory, and the same on disk with teacher_cache.dir).
+
+    The run caches every training block it sees in epoch 1, so its size is bounded by the
+    tokens of the first epoch or of max_steps, whichever is fewer (the dataset's size is only
+    known once it is tokenised: `tokens` is None when max_steps does not bound it)."""
+    cache = config.distillation.teacher_cache
+    if not cache.enabled:
+        return None
+    if cache.kind == "hidden":  # the head's input, in the teacher's compute dtype
+        per_token = (arch.hidden_size or 0) * PRECISION_BYTES[config.teacher.precision]
+    else:  # fp16 logit + int32 index per kept token, one fp32 tail logit
+        per_token = 6 * cache.top_k + 4
+    training = config.training
+    tokens = None
+    if training.max_steps is not None:
+        blocks = training.max_steps * training.batch_size * training.gradient_accumulation
+        tokens = blocks * config.dataset.max_length
+    host = per_token * tokens if tokens is not None else None
+    return {
+        "kind": cache.kind,
+        "bytes_per_token": per_token,
+        "tokens": tokens,
+        "host_bytes": host,
+        "on_disk": cache.dir is not None,
+        "disk_bytes": host if cache.dir else 0,
+    }
+
+
+def _cache_note(cache: dict) -> str:
+    what = "the output head's input" if cache["kind"] == "hidden" else "top-k logits + a tail"
+    gib = 2**30
+    size = (
+        f"at most {cache['host_bytes'] / gib:.2f} GiB for this run's {cache['tokens']:,} tokens"
+        if cache["host_bytes"] is not None
+        else f"{cache['bytes_per_token'] * 2**20 / gib:.2f} GiB per million tokens"
+    )
+    disk = " (and as much on disk, in teacher_cache.dir)" if cache["on_disk"] else ""
+    return (
+        f"the teacher cache ({what}) holds {cache['bytes_per_token']} bytes per training token "
+        f"in host memory, not in the device total: {size}{disk}, filled during epoch 1"
+    )
 
 
 def _layers_text(init) -> str:
@@ -112,19 +157,15 @@ def estimate_distillation(
         teacher_parameters=teacher.parameters,
         student_parameters=student.parameters,
         notes=[
-            f"teacher in {config.teacher.precision} under no_grad; the student as its settings say"
+            f"teacher in {config.teacher.precision} in inference mode; the student as its settings say"
             f" ({settings.precision} weights, {settings.optimizer}"
             f"{', ' + settings.quantize_base + ' base' if settings.quantize_base else ''})",
             *student.notes,
         ],
     )
-    cache = config.distillation.teacher_cache
-    if cache.enabled:  # host memory, growing through the first epoch: not in the device total
-        per_token = 6 * cache.top_k + 4  # fp16 logit + int32 index per kept token, fp32 tail
-        result.notes.append(
-            f"the teacher cache holds {per_token} bytes per training token in host memory "
-            f"({per_token * 2**20 / 2**30:.2f} GiB per million tokens) by the end of epoch 1"
-        )
+    result.teacher_cache = teacher_cache_bytes(config, teacher.arch)
+    if result.teacher_cache is not None:
+        result.notes.append(_cache_note(result.teacher_cache))
     if measure_steps:
         _measure(config, result, measure_steps)
     return result

@@ -86,6 +86,58 @@ def token_divergence(
     raise InvalidInputError(f"unknown divergence {divergence!r}", f"use one of {DIVERGENCES}")
 
 
+class _ForwardKLSum(torch.autograd.Function):
+    """Sum over tokens of weight x KL(teacher_T || student_T), with its gradient written out:
+    (softmax(s / T) - softmax(t / T)) / T per token. Autograd through log_softmax, exp and the
+    product keeps several (tokens x vocab) float32 buffers, so the loss had to be checkpointed
+    and ran its forward twice; this saves only its inputs (views) and rebuilds two softmaxes in
+    the backward, one chunk at a time."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, weights, temperature):
+        ctx.save_for_backward(student, teacher, weights)
+        ctx.temperature = temperature
+        log_p_s = _log_probs(student, temperature)
+        log_p_t = _log_probs(teacher, temperature)
+        return (_kl(log_p_t, log_p_s) * weights).sum()
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        student, teacher, weights = ctx.saved_tensors
+        temperature = ctx.temperature
+        dtype = _compute_dtype(student)
+        grad = F.softmax(student.to(dtype) / temperature, -1)
+        grad -= F.softmax(teacher.to(dtype) / temperature, -1)
+        grad *= (weights.to(dtype) * grad_total / temperature).unsqueeze(-1)
+        return grad.to(student.dtype), None, None, None
+
+
+class _CrossEntropySum(torch.autograd.Function):
+    """Sum of -log softmax(logits)[label] over labels != ignore_index, gradient written out
+    (softmax - one-hot at the label): F.cross_entropy keeps its (tokens x vocab) float32
+    log-probabilities for the backward, which is why it was checkpointed (forward run twice);
+    this keeps one float per token and rebuilds the softmax one chunk at a time."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, ignore_index):
+        upcast = logits.to(_compute_dtype(logits))
+        counted = labels != ignore_index
+        safe = torch.where(counted, labels, 0).unsqueeze(-1)
+        log_z = torch.logsumexp(upcast, -1)
+        picked = upcast.gather(-1, safe).squeeze(-1)
+        ctx.save_for_backward(logits, safe, counted, log_z)
+        return ((log_z - picked) * counted).sum()
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        logits, safe, counted, log_z = ctx.saved_tensors
+        upcast = logits.to(_compute_dtype(logits))
+        grad = upcast.sub(log_z.unsqueeze(-1)).exp_()
+        grad.scatter_add_(-1, safe, torch.full_like(safe, -1, dtype=grad.dtype))
+        grad *= (counted.to(grad.dtype) * grad_total).unsqueeze(-1)
+        return grad.to(logits.dtype), None, None
+
+
 def _batch_seq(tensor: torch.Tensor, trailing: int) -> torch.Tensor:
     """View as (batch, seq, *trailing dims); a view, so shifted logits are not copied."""
     if tensor.dim() == trailing + 1:
@@ -169,6 +221,8 @@ class KDLoss(nn.Module):
         self.recompute = recompute
 
     def _tokens_sum(self, student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor):
+        if self.divergence == "forward_kl":
+            return _ForwardKLSum.apply(student, teacher, weights, self.temperature)
         div = token_divergence(student, teacher, self.divergence, self.temperature, self.jsd_beta)
         return (div * weights).sum()
 
@@ -187,8 +241,9 @@ class KDLoss(nn.Module):
         shape = student.shape[:2]
         weights = student.new_ones(shape, dtype=dtype) if mask is None else mask.reshape(shape)
         weights = weights.to(dtype)
+        recompute = self.recompute and self.divergence != "forward_kl"  # it keeps no buffers
         total = _chunked_sum(
-            self._tokens_sum, (student, teacher, weights), self.chunk_tokens, self.recompute
+            self._tokens_sum, (student, teacher, weights), self.chunk_tokens, recompute
         )
         return self.scale * total / _denominator(num_tokens, weights)
 
@@ -206,12 +261,9 @@ def cross_entropy_loss(
     labels = labels.reshape(logits.shape[:2])
 
     def tokens_sum(chunk: torch.Tensor, chunk_labels: torch.Tensor) -> torch.Tensor:
-        upcast = chunk.to(_compute_dtype(chunk)).flatten(0, 1)
-        return F.cross_entropy(
-            upcast, chunk_labels.flatten(), ignore_index=ignore_index, reduction="sum"
-        )
+        return _CrossEntropySum.apply(chunk, chunk_labels, ignore_index)
 
-    total = _chunked_sum(tokens_sum, (logits, labels), chunk_tokens, recompute=True)
+    total = _chunked_sum(tokens_sum, (logits, labels), chunk_tokens, recompute=False)
     return total / _denominator(num_tokens, (labels != ignore_index).to(total.dtype))
 
 

@@ -284,7 +284,8 @@ def _loop(
         # the ranks agree inside the step (one all-reduce) on its losses and on stopping
         terms = train_step(setup, progress, last_ckpt, should_stop)
         stopping = terms.pop("stop")
-        if leader and setup.cache_coverage is not None and not cache_noted:
+        cache_measured = setup.cache_coverage is not None or setup.cache_head_error is not None
+        if leader and cache_measured and not cache_noted:
             cache_noted = True
             _note_cache_coverage(setup, run, emit)
         progress.last_loss = terms["loss"]
@@ -367,16 +368,22 @@ def _export_final(setup: Setup, run: RunDir, emit: Event) -> None:
 
 
 def _note_cache_coverage(setup: Setup, run: RunDir, emit: Event) -> None:
-    """Say how lossy the teacher cache is: a flat teacher (high T) keeps little in its top k."""
+    """Say how lossy the teacher cache is: a flat teacher (high T) keeps little in its top k;
+    the hidden-state cache is exact up to the head's rounding, and says by how much."""
     distillation = setup.config.distillation
-    message = (
-        f"teacher cache: the top {distillation.teacher_cache.top_k} tokens hold {setup.cache_coverage:.1%} of "
-        f"the teacher's probability at T={distillation.temperature:g}; the rest is kept as an even tail"
-    )
-    if setup.cache_coverage < 0.5:
-        message += (
-            " (under half: the cached target differs from the teacher's; raise top_k or lower T)"
+    if setup.cache_head_error is not None:
+        message = (
+            "teacher cache: exact (the output head's input is kept and the logits recomputed; "
+            f"they differ from the forward's by at most {setup.cache_head_error:.2g})"
         )
+    else:
+        message = (
+            f"teacher cache: the top {distillation.teacher_cache.top_k} tokens hold "
+            f"{setup.cache_coverage:.1%} of the teacher's probability at "
+            f"T={distillation.temperature:g}; the rest is kept as an even tail"
+        )
+        if setup.cache_coverage < 0.5:
+            message += " (under half: the cached target differs from the teacher's; raise top_k or lower T)"
     run.log(message)
     emit({"event": "note", "message": message})
 

@@ -43,9 +43,10 @@ distillation:
     enabled: false
     weight: 0.1
     loss: kl                  # kl | mse
-  teacher_cache:              # reuse the teacher's top-k logits after the first epoch
-                              # (host RAM: 6 x top_k + 4 bytes per training token)
+  teacher_cache:              # skip the teacher's forward after the first epoch
     enabled: false
+    kind: hidden              # hidden: exact, hidden_size x 2-4 bytes per training token;
+                              # topk: top_k logits + a tail, 6 x top_k + 4 bytes (lossy)
     top_k: 64
 
 training:

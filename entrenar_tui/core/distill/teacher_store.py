@@ -1,11 +1,12 @@
-"""The teacher's top-k + tail targets on disk, shared by every run that would compute the same
+"""The teacher's cached targets (top-k + tail, or the output head's input) on disk, shared by every run that would compute the same
 ones (the jobs of a sweep, or any runs pointed at one `distillation.teacher_cache.dir`).
 
 A run writes each training block's targets the first time it computes them and reads the ones
 another run wrote; on a CPU box the teacher's forward costs about as much as a student step,
 so a sweep whose jobs share targets skips that work. Targets are kept under a key of everything
-they depend on (teacher, data, block length, top k and, because the tail logit is chosen for
-it, the temperature), one safetensors file per block written atomically, so concurrent runs
+they depend on (teacher and its precision, data, block length, the cache's kind and, for top-k,
+k and the temperature the tail logit is chosen for), one safetensors file per block written
+atomically, so concurrent runs
 never read a half-written file and a wrong cache can never be picked up.
 """
 
@@ -20,19 +21,23 @@ import torch
 from ..fsutil import atomic_path, write_json_atomic
 from .config import DistillConfig
 
-FORMAT_VERSION = 1  # bump when `_compress` changes what it stores
-PARTS = ("values", "indices", "tail")
+FORMAT_VERSION = 2  # bump when `_compress` or the hidden entry changes what it stores
+PARTS = {"topk": ("values", "indices", "tail"), "hidden": ("head_input",)}
 
 
 def store_key(config: DistillConfig) -> dict:
+    """Everything the stored targets depend on. Hidden states do not depend on T or k, so a
+    temperature sweep shares one hidden-state cache."""
     teacher, cache = config.teacher, config.distillation.teacher_cache
-    return {
+    key = {
         "format": FORMAT_VERSION,
-        "teacher": [teacher.model_id, teacher.revision, teacher.format],
+        "teacher": [teacher.model_id, teacher.revision, teacher.format, teacher.precision],
         "dataset": config.dataset.model_dump(mode="json"),
-        "top_k": cache.top_k,
-        "temperature": config.distillation.temperature,
+        "kind": cache.kind,
     }
+    if cache.kind == "topk":
+        key |= {"top_k": cache.top_k, "temperature": config.distillation.temperature}
+    return key
 
 
 class TeacherStore:
@@ -43,6 +48,7 @@ class TeacherStore:
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / "key.json").exists():
             write_json_atomic(self.path / "key.json", key)
+        self.parts = PARTS[config.distillation.teacher_cache.kind]
         self.read = self.written = 0
 
     def _file(self, block: int) -> Path:
@@ -57,7 +63,7 @@ class TeacherStore:
             return None
         try:
             tensors = load_file(path)
-            entry = tuple(tensors[name] for name in PARTS)
+            entry = tuple(tensors[name] for name in self.parts)
         except (SafetensorError, KeyError, OSError):
             return None  # unreadable: compute it again (and overwrite it below)
         self.read += 1
@@ -69,7 +75,9 @@ class TeacherStore:
         path = self._file(block)
         if path.exists():
             return
-        tensors = {name: tensor.contiguous() for name, tensor in zip(PARTS, entry, strict=True)}
+        tensors = {
+            name: tensor.contiguous() for name, tensor in zip(self.parts, entry, strict=True)
+        }
         with atomic_path(path) as temporary:
             save_file(tensors, str(temporary))
         self.written += 1

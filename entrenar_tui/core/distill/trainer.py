@@ -76,6 +76,7 @@ class Setup:
     rank: int = 0
     teacher_cache: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # _compress
     cache_coverage: float | None = None  # the top k's share of the teacher's mass, first batch
+    cache_head_error: float | None = None  # kind hidden: max |recomputed - forward logit|
     teacher_store: TeacherStore | None = None  # targets shared on disk (teacher_cache.dir)
     trainable: torch.nn.Module | None = None  # StudentWithLoss, DDP-wrapped under torchrun
     scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA only

@@ -145,7 +145,8 @@ def _model_checks(data: dict, problems: list[Problem]) -> tuple[dict | None, dic
             )
     top_k = _get(data, "distillation.teacher_cache.top_k")
     vocab = teacher.vocab_size
-    if isinstance(top_k, int) and vocab is not None and top_k >= vocab:
+    topk_kind = _get(data, "distillation.teacher_cache.kind") in (None, "topk")
+    if topk_kind and isinstance(top_k, int) and vocab is not None and top_k >= vocab:
         problems.append(
             Problem(
                 path="distillation.teacher_cache.top_k",
