@@ -21,7 +21,6 @@ def test_demo_improves_the_students_held_out_perplexity(tmp_path):
         "training.warmup_steps=1",
         "training.eval_every=null",
         "training.eval_max_blocks=4",
-        "dataset.max_documents=300",
         "device=cpu",
         "output.checkpoint_every=null",
     ]
@@ -32,7 +31,7 @@ def test_demo_improves_the_students_held_out_perplexity(tmp_path):
     evals = [e for e in evals if e["kind"] == "eval"]
     before, after = evals[0], evals[-1]
     assert before["step"] == 0 and after["step"] == 6
-    # measured layers: 436 before (every third layer started at 3.4M); training brings it down
+    # measured layers: the student starts far below every third layer; training brings it down
     assert before["eval_ppl"] < 2000 and after["eval_ppl"] < 0.8 * before["eval_ppl"]
     assert 10 < before["teacher_eval_ppl"] < 100  # the teacher is a real language model
     assert "teacher" in result.output and "student" in result.output
