@@ -186,7 +186,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(base_config, tmp_path):
 
     sweep_dir = tmp_path / "sweep"
     args = ["temperature", "--config", str(base_config), "--range", "2..2", "--seeds", "1"]
-    args += ["--steps", "60", "--sweep-dir", str(sweep_dir)]
+    args += ["--steps", "200", "--sweep-dir", str(sweep_dir)]  # still training at step 5
     command = [sys.executable, "-m", "entrenar_tui.cli.main", "bench", *args]
     sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, job = time.monotonic() + 300, None
