@@ -101,28 +101,31 @@ def _config(tmp_path, teacher, student):
     return load_config(str(path))
 
 
+def _two_epochs(config, term: str = "loss", recompute: bool = False):
+    """Losses (`term`) of two epochs, the teacher forwards per epoch, the steps per epoch and
+    the setup; `recompute` empties the cache before every step (the teacher runs every time)."""
+    torch.manual_seed(0)
+    s = build(config)
+    calls = []
+    s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    progress, losses, per_epoch_calls = Progress(), [], []
+    per_epoch = len(s.train_blocks) // config.training.batch_size
+    for _epoch in range(2):
+        before = len(calls)
+        for _ in range(per_epoch):
+            if recompute:
+                s.teacher_cache.clear()
+            losses.append(train_step(s, progress, None)[term])
+        per_epoch_calls.append(len(calls) - before)
+    return losses, per_epoch_calls, per_epoch, s
+
+
 def test_second_epoch_runs_from_the_cache_with_the_same_losses(tiny_lm_pair, tmp_path):
     teacher, student = tiny_lm_pair
     config = _config(tmp_path, teacher, student)
 
-    def run(recompute: bool):
-        torch.manual_seed(0)
-        s = build(config)
-        calls = []
-        s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
-        p, losses, calls_per_epoch = Progress(), [], []
-        per_epoch = len(s.train_blocks) // config.training.batch_size
-        for _epoch in range(2):
-            before = len(calls)
-            for _ in range(per_epoch):
-                if recompute:
-                    s.teacher_cache.clear()
-                losses.append(train_step(s, p, None)["loss_kd"])
-            calls_per_epoch.append(len(calls) - before)
-        return losses, calls_per_epoch, per_epoch
-
-    cached, calls, per_epoch = run(recompute=False)
-    recomputed, recompute_calls, _ = run(recompute=True)
+    cached, calls, per_epoch, _ = _two_epochs(config, "loss_kd")
+    recomputed, recompute_calls, _, _ = _two_epochs(config, "loss_kd", recompute=True)
     assert per_epoch >= 3
     # the second epoch runs the teacher only for batches holding a block epoch 1 left out
     # (len(train_blocks) % batch_size blocks fall outside each epoch's whole batches)
@@ -209,21 +212,6 @@ def _hidden(config, **cache):
     for key, value in cache.items():
         setattr(hidden.distillation.teacher_cache, key, value)
     return hidden
-
-
-def _two_epochs(config):
-    """Losses of two epochs and the teacher forwards per epoch."""
-    torch.manual_seed(0)
-    s = build(config)
-    calls = []
-    s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
-    progress, losses, per_epoch_calls = Progress(), [], []
-    per_epoch = len(s.train_blocks) // config.training.batch_size
-    for _epoch in range(2):
-        before = len(calls)
-        losses += [train_step(s, progress, None)["loss"] for _ in range(per_epoch)]
-        per_epoch_calls.append(len(calls) - before)
-    return losses, per_epoch_calls, per_epoch, s
 
 
 def test_the_hidden_state_cache_is_exact_and_skips_the_teachers_body(tiny_lm_pair, tmp_path):
