@@ -101,8 +101,8 @@ def _config(tmp_path, teacher, student):
     return load_config(str(path))
 
 
-def _two_epochs(config, term: str = "loss", recompute: bool = False):
-    """Losses (`term`) of two epochs, the teacher forwards per epoch, the steps per epoch and
+def _train_epochs(config, epochs: int = 2, term: str = "loss", recompute: bool = False):
+    """Losses (`term`) of whole epochs, the teacher forwards per epoch, the steps per epoch and
     the setup; `recompute` empties the cache before every step (the teacher runs every time)."""
     torch.manual_seed(0)
     s = build(config)
@@ -110,7 +110,7 @@ def _two_epochs(config, term: str = "loss", recompute: bool = False):
     s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
     progress, losses, per_epoch_calls = Progress(), [], []
     per_epoch = len(s.train_blocks) // config.training.batch_size
-    for _epoch in range(2):
+    for _epoch in range(epochs):
         before = len(calls)
         for _ in range(per_epoch):
             if recompute:
@@ -124,8 +124,8 @@ def test_second_epoch_runs_from_the_cache_with_the_same_losses(tiny_lm_pair, tmp
     teacher, student = tiny_lm_pair
     config = _config(tmp_path, teacher, student)
 
-    cached, calls, per_epoch, _ = _two_epochs(config, "loss_kd")
-    recomputed, recompute_calls, _, _ = _two_epochs(config, "loss_kd", recompute=True)
+    cached, calls, per_epoch, _ = _train_epochs(config, term="loss_kd")
+    recomputed, recompute_calls, _, _ = _train_epochs(config, term="loss_kd", recompute=True)
     assert per_epoch >= 3
     # the second epoch runs the teacher only for batches holding a block epoch 1 left out
     # (len(train_blocks) % batch_size blocks fall outside each epoch's whole batches)
@@ -186,14 +186,8 @@ def test_runs_sharing_a_store_run_the_teacher_once_with_the_same_losses(tiny_lm_
     config.distillation.teacher_cache.dir = str(tmp_path / "store")
 
     def run(cfg):
-        torch.manual_seed(0)
-        s = build(cfg)
-        calls = []
-        s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
-        p = Progress()
-        steps = len(s.train_blocks) // cfg.training.batch_size
-        losses = [train_step(s, p, None)["loss_kd"] for _ in range(steps)]
-        return losses, len(calls), s.teacher_store
+        losses, (calls,), _, setup = _train_epochs(cfg, 1, "loss_kd")
+        return losses, calls, setup.teacher_store
 
     first, first_calls, first_store = run(config)
     second, second_calls, second_store = run(config)
@@ -222,15 +216,15 @@ def test_the_hidden_state_cache_is_exact_and_skips_the_teachers_body(tiny_lm_pai
     config = _config(tmp_path, teacher, student)
     uncached = config.model_copy(deep=True)
     uncached.distillation.teacher_cache.enabled = False
-    exact, calls, per_epoch, s = _two_epochs(_hidden(config))
-    reference, reference_calls, _, _ = _two_epochs(uncached)
+    exact, calls, per_epoch, s = _train_epochs(_hidden(config))
+    reference, reference_calls, _, _ = _train_epochs(uncached)
     assert reference_calls == [per_epoch, per_epoch]
     assert calls[0] == per_epoch and calls[1] < per_epoch / 2
     torch.testing.assert_close(torch.tensor(exact), torch.tensor(reference), rtol=1e-5, atol=1e-6)
     (entry,) = next(iter(s.teacher_cache.values()))
     assert entry.shape == (config.dataset.max_length, s.teacher.config.hidden_size)
     assert s.cache_head_error is not None and s.cache_head_error < 1e-4
-    lossy, _, _, _ = _two_epochs(config)  # top-16 + tail of a near-flat teacher: not the same
+    lossy, _, _, _ = _train_epochs(config)  # top-16 + tail of a near-flat teacher: not the same
     assert max(abs(a - b) for a, b in zip(lossy, reference, strict=True)) > 1e-3
 
 
@@ -241,13 +235,8 @@ def test_a_hidden_state_store_is_shared_across_temperatures(tiny_lm_pair, tmp_pa
     config = _hidden(_config(tmp_path, teacher, student), dir=str(tmp_path / "store"))
 
     def run(cfg):
-        torch.manual_seed(0)
-        s = build(cfg)
-        calls = []
-        s.teacher.register_forward_pre_hook(lambda module, inputs: calls.append(1))
-        p = Progress()
-        steps = len(s.train_blocks) // cfg.training.batch_size
-        return [train_step(s, p, None)["loss_kd"] for _ in range(steps)], len(calls), s
+        losses, (calls,), _, setup = _train_epochs(cfg, 1, "loss_kd")
+        return losses, calls, setup
 
     first, first_calls, first_setup = run(config)
     hotter = config.model_copy(deep=True)
@@ -311,7 +300,7 @@ def test_estimate_accounts_the_cache_as_the_run_holds_it(tiny_lm_pair, tmp_path)
     assert cache["kind"] == "hidden" and cache["tokens"] == tokens
     assert cache["host_bytes"] == tokens * cache["bytes_per_token"] and cache["disk_bytes"] == 0
     assert any("teacher cache (the output head's input)" in note for note in estimate.notes)
-    _, _, _, setup = _two_epochs(config)
+    _, _, _, setup = _train_epochs(config)
     kept = sum(
         t.numel() * t.element_size() for entry in setup.teacher_cache.values() for t in entry
     )
