@@ -77,14 +77,25 @@ def settled(count: int, extra=None):
             await extra(pilot)
             await idle(pilot.app)  # the workers the extra steps started (on a loaded machine
             # the screenshot was once taken while a sweep's analysis was still running)
-        # A worker's result is a message: let the screen handle it and lay its tables out
-        # (column widths are computed on the next refresh) before the screenshot.
-        await pilot.pause(0.3)
-        await pilot.pause()
-        await idle(pilot.app)  # a handler that started another worker
-        await pilot.pause()
+        # A worker's result is a message whose handler may start another worker (the model list,
+        # then its details), and tables lay out on the next refresh: on a loaded CI machine a
+        # fixed pause once took the screenshot mid-chain. Wait until the screen stops changing.
+        await stable(pilot)
 
     return wait
+
+
+async def stable(pilot, quiet_checks: int = 3) -> None:
+    """Until no worker runs and the rendered screen is the same over `quiet_checks` checks
+    0.15 s apart (a 60 s bound)."""
+    deadline = time.monotonic() + 60
+    last, same = None, 0
+    while same < quiet_checks and time.monotonic() < deadline:
+        await pilot.pause(0.15)
+        busy = [w for w in pilot.app.workers if w.group != "system" and not w.is_finished]
+        screen = None if busy else pilot.app.export_screenshot()
+        same = same + 1 if screen is not None and screen == last else 0
+        last = screen
 
 
 @pytest.fixture
