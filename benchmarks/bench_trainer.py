@@ -316,10 +316,8 @@ def print_memory(memory: dict) -> None:
             f"{'measured ' + side:26s} {mib(m['peak']):>14s} {mib(m['peak'] - m['baseline']):>15s}"
         )
     print(f"{'estimate':26s} {mib(est['total_bytes']):>14s} {mib(est['tensor_bytes']):>15s}")
-    print(
-        f"  = student step {mib(est['student_step']['total_bytes'])} + teacher weights "
-        f"{mib(est['teacher_weights'])} + teacher logits {mib(est['teacher_logits'])}"
-    )
+    terms = sorted(est["breakdown"].items(), key=lambda item: -item[1])
+    print("  = " + " + ".join(f"{name} {mib(size)}" for name, size in terms if size >= 2**20))
     m = memory["ours"]
     print(
         f"measured/estimate: {m['peak'] / est['total_bytes']:.2f} (whole process), "

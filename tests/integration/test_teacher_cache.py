@@ -222,7 +222,8 @@ def test_the_hidden_state_cache_is_exact_and_skips_the_teachers_body(tiny_lm_pai
     assert calls[0] == per_epoch and calls[1] < per_epoch / 2
     torch.testing.assert_close(torch.tensor(exact), torch.tensor(reference), rtol=1e-5, atol=1e-6)
     (entry,) = next(iter(s.teacher_cache.values()))
-    assert entry.shape == (config.dataset.max_length, s.teacher.config.hidden_size)
+    # every position but the last, which predicts nothing (the forward's logits_to_keep)
+    assert entry.shape == (config.dataset.max_length - 1, s.teacher.config.hidden_size)
     assert s.cache_head_error is not None and s.cache_head_error < 1e-4
     lossy, _, _, _ = _train_epochs(config)  # top-16 + tail of a near-flat teacher: not the same
     assert max(abs(a - b) for a, b in zip(lossy, reference, strict=True)) > 1e-3
@@ -296,7 +297,8 @@ def test_estimate_accounts_the_cache_as_the_run_holds_it(tiny_lm_pair, tmp_path)
     config.training.max_steps = 5
     estimate = estimate_distillation(config, measure_steps=0, device="cpu")
     cache = estimate.teacher_cache
-    tokens = 5 * config.training.batch_size * config.dataset.max_length
+    positions = config.dataset.max_length - 1  # the last one predicts nothing
+    tokens = 5 * config.training.batch_size * positions
     assert cache["kind"] == "hidden" and cache["tokens"] == tokens
     assert cache["host_bytes"] == tokens * cache["bytes_per_token"] and cache["disk_bytes"] == 0
     assert any("teacher cache (the output head's input)" in note for note in estimate.notes)
@@ -304,7 +306,7 @@ def test_estimate_accounts_the_cache_as_the_run_holds_it(tiny_lm_pair, tmp_path)
     kept = sum(
         t.numel() * t.element_size() for entry in setup.teacher_cache.values() for t in entry
     )
-    assert kept == cache["bytes_per_token"] * config.dataset.max_length * len(setup.teacher_cache)
+    assert kept == cache["bytes_per_token"] * positions * len(setup.teacher_cache)
     topk = _config(tmp_path, teacher, student)
     topk.distillation.teacher_cache.dir = str(tmp_path / "store")
     on_disk = estimate_distillation(topk, measure_steps=0, device="cpu").teacher_cache

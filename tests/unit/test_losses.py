@@ -319,3 +319,30 @@ def test_cross_entropy_written_out_gradient_equals_torch(dtype):
     tolerance = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {}
     torch.testing.assert_close(grad.float(), reference_grad.to(dtype).float(), **tolerance)
     assert grad.dtype == dtype and not grad[0, :2].any()
+
+
+def test_workspace_sized_chunks_of_a_shifted_view_equal_autograd(monkeypatch):
+    """The trainer's case: a shifted (non-contiguous) fp32 student view against a bf16 teacher,
+    chunked by the workspace budget (shrunk here to 3 positions, the last chunk partial)."""
+    import torch.nn.functional as F
+
+    from entrenar_tui.core.distill import loss_workspace
+    from entrenar_tui.core.distill.losses import cross_entropy_loss, token_divergence
+
+    monkeypatch.setitem(loss_workspace.CHUNK_BYTES, "cpu", 3 * 2 * 4 * 30)
+    generator = torch.Generator().manual_seed(2)
+    full = (torch.randn(2, 9, 30, generator=generator) * 3).requires_grad_(True)
+    teacher = (torch.randn(2, 9, 30, generator=generator) * 3).bfloat16()[:, :-1]
+    labels = torch.randint(0, 30, (2, 8), generator=generator)
+    kd = KDLoss(2.0)(full[:, :-1], teacher)
+    ce = cross_entropy_loss(full[:, :-1], labels)
+    grad_kd, grad_ce = (torch.autograd.grad(term, full, retain_graph=True)[0] for term in (kd, ce))
+    reference_full = full.detach().clone().requires_grad_(True)
+    shifted = reference_full[:, :-1]
+    reference_kd = 4.0 * token_divergence(shifted, teacher, "forward_kl", 2.0).mean()
+    reference_ce = F.cross_entropy(shifted.flatten(0, 1), labels.flatten())
+    for term, reference, grad in ((kd, reference_kd, grad_kd), (ce, reference_ce, grad_ce)):
+        (reference_grad,) = torch.autograd.grad(reference, reference_full)
+        torch.testing.assert_close(term, reference, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-4, atol=1e-6)
+        assert not grad[:, -1].any()  # the last position predicts nothing

@@ -7,6 +7,8 @@ so a padded batch is normalised by its real targets.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -84,6 +86,27 @@ def window_counts(setup: Setup, micro: int) -> tuple[int, int]:
     return tokens, positions
 
 
+def predicting(model, ids: torch.Tensor) -> dict:
+    """Forward kwargs for logits at every position but the last, where the model takes
+    `logits_to_keep`: the last position predicts nothing, and slicing it off afterwards cost a
+    zero-filled full-size logits gradient in the backward (SliceBackward) besides its head row."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    if not _takes_logits_to_keep(type(base)):
+        return {}
+    return {"logits_to_keep": torch.arange(ids.shape[1] - 1, device=ids.device)}
+
+
+@functools.cache
+def _takes_logits_to_keep(model_class) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def predictions(logits: torch.Tensor, seq: int) -> torch.Tensor:
+    """The logits that predict the next token: all but the last position's (already dropped
+    where the forward took `logits_to_keep`, or read from a cache that kept every position)."""
+    return logits if logits.shape[1] == seq - 1 else logits[:, :-1]
+
+
 def teacher_logits(setup: Setup, batch: Batch, want_states: bool):
     """(the teacher's logits for the batch, its forward's outputs or None when cached).
 
@@ -128,6 +151,7 @@ def _teacher_forward(setup: Setup, batch: Batch, want_states: bool, capture_head
                 attention_mask=batch.attention_mask,
                 output_hidden_states=want_states,
                 output_attentions=setup.loss_fn.needs_attentions and want_states,
+                **predicting(setup.teacher, batch.ids),
             )
     finally:
         if hook is not None:

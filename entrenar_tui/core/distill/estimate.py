@@ -15,6 +15,7 @@ from ..errors import InvalidInputError
 from ..memory import PRECISION_BYTES, estimate_memory
 from ..models import Model
 from .config import DistillConfig
+from .loss_workspace import workspace_bytes
 
 FP32 = 4
 
@@ -43,7 +44,14 @@ class DistillEstimate:
 
 
 def teacher_inference_bytes(
-    arch, parameters: int, batch: int, seq: int, weight_bytes: int = FP32
+    arch,
+    parameters: int,
+    batch: int,
+    seq: int,
+    weight_bytes: int = FP32,
+    *,
+    divergence: str = "forward_kl",
+    device: str = "cpu",
 ) -> dict[str, int]:
     """Frozen teacher in inference mode: weights, the widest block's transient tensors, logits.
     Only one block's activations live at a time without autograd; the fp32 logits (and their
@@ -51,9 +59,10 @@ def teacher_inference_bytes(
     tokens = batch * seq
     hidden, inter, vocab = arch.hidden_size or 0, arch.intermediate_size or 0, arch.vocab_size or 0
     block = tokens * (4 * hidden + 3 * inter) * weight_bytes
-    # the chunked KD loss keeps ~5 fp32 (chunk x vocab) buffers alive in backward: softened
-    # student log-probs, teacher probs, their product and two gradients (losses.py, 512 tokens)
-    kd = 5 * min(tokens, 512) * vocab * FP32
+    if divergence == "forward_kl":  # three reused chunk workspaces (logit_grads.py)
+        kd = workspace_bytes(device.split(":")[0], tokens, vocab)
+    else:  # autograd in checkpointed 512-token chunks keeps ~5 fp32 (chunk x vocab) buffers
+        kd = 5 * min(tokens, 512) * vocab * FP32
     return {
         "teacher_weights": parameters * weight_bytes,
         "teacher_activations": block,
@@ -79,7 +88,7 @@ def teacher_cache_bytes(config: DistillConfig, arch) -> dict | None:
     tokens = None
     if training.max_steps is not None:
         blocks = training.max_steps * training.batch_size * training.gradient_accumulation
-        tokens = blocks * config.dataset.max_length
+        tokens = blocks * (config.dataset.max_length - 1)  # the last position predicts nothing
     host = per_token * tokens if tokens is not None else None
     return {
         "kind": cache.kind,
@@ -143,6 +152,8 @@ def estimate_distillation(
         training.batch_size,
         seq,
         PRECISION_BYTES[config.teacher.precision],
+        divergence=config.distillation.divergence,
+        device=device,
     )
     breakdown = {**teacher_terms, **{f"student_{k}": v for k, v in student.breakdown.items()}}
     result = DistillEstimate(

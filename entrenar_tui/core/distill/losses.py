@@ -44,16 +44,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import InvalidInputError
+from .logit_grads import CrossEntropySum, ForwardKLSum
+from .logit_grads import compute_dtype as _compute_dtype
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 IGNORE_INDEX = -100
 # 512 rows x 128k vocab x 4 bytes = 256 MiB per float32 temporary: a few of them fit beside a model.
 DEFAULT_CHUNK_TOKENS = 512
-
-
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(tensor.dtype, torch.float32)
 
 
 def _log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -84,58 +82,6 @@ def token_divergence(
         log_m = torch.logaddexp(log_p_t + math.log(jsd_beta), log_p_s + math.log(1 - jsd_beta))
         return jsd_beta * _kl(log_p_t, log_m) + (1 - jsd_beta) * _kl(log_p_s, log_m)
     raise InvalidInputError(f"unknown divergence {divergence!r}", f"use one of {DIVERGENCES}")
-
-
-class _ForwardKLSum(torch.autograd.Function):
-    """Sum over tokens of weight x KL(teacher_T || student_T), with its gradient written out:
-    (softmax(s / T) - softmax(t / T)) / T per token. Autograd through log_softmax, exp and the
-    product keeps several (tokens x vocab) float32 buffers, so the loss had to be checkpointed
-    and ran its forward twice; this saves only its inputs (views) and rebuilds two softmaxes in
-    the backward, one chunk at a time."""
-
-    @staticmethod
-    def forward(ctx, student, teacher, weights, temperature):
-        ctx.save_for_backward(student, teacher, weights)
-        ctx.temperature = temperature
-        log_p_s = _log_probs(student, temperature)
-        log_p_t = _log_probs(teacher, temperature)
-        return (_kl(log_p_t, log_p_s) * weights).sum()
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        student, teacher, weights = ctx.saved_tensors
-        temperature = ctx.temperature
-        dtype = _compute_dtype(student)
-        grad = F.softmax(student.to(dtype) / temperature, -1)
-        grad -= F.softmax(teacher.to(dtype) / temperature, -1)
-        grad *= (weights.to(dtype) * grad_total / temperature).unsqueeze(-1)
-        return grad.to(student.dtype), None, None, None
-
-
-class _CrossEntropySum(torch.autograd.Function):
-    """Sum of -log softmax(logits)[label] over labels != ignore_index, gradient written out
-    (softmax - one-hot at the label): F.cross_entropy keeps its (tokens x vocab) float32
-    log-probabilities for the backward, which is why it was checkpointed (forward run twice);
-    this keeps one float per token and rebuilds the softmax one chunk at a time."""
-
-    @staticmethod
-    def forward(ctx, logits, labels, ignore_index):
-        upcast = logits.to(_compute_dtype(logits))
-        counted = labels != ignore_index
-        safe = torch.where(counted, labels, 0).unsqueeze(-1)
-        log_z = torch.logsumexp(upcast, -1)
-        picked = upcast.gather(-1, safe).squeeze(-1)
-        ctx.save_for_backward(logits, safe, counted, log_z)
-        return ((log_z - picked) * counted).sum()
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        logits, safe, counted, log_z = ctx.saved_tensors
-        upcast = logits.to(_compute_dtype(logits))
-        grad = upcast.sub(log_z.unsqueeze(-1)).exp_()
-        grad.scatter_add_(-1, safe, torch.full_like(safe, -1, dtype=grad.dtype))
-        grad *= (counted.to(grad.dtype) * grad_total).unsqueeze(-1)
-        return grad.to(logits.dtype), None, None
 
 
 def _batch_seq(tensor: torch.Tensor, trailing: int) -> torch.Tensor:
@@ -190,6 +136,7 @@ class KDLoss(nn.Module):
 
     Computed over chunks of `chunk_tokens` tokens so a 128k vocabulary does not need several
     (batch x sequence x vocab) float32 copies; chunked and unchunked results agree to rounding.
+    None: forward KL sizes its chunks to its workspaces (logit_grads), the others take 512.
     """
 
     def __init__(
@@ -199,11 +146,11 @@ class KDLoss(nn.Module):
         *,
         jsd_beta: float = 0.5,
         scale_by_t_squared: bool = True,
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_tokens: int | None = None,
         recompute: bool = True,
     ) -> None:
         super().__init__()
-        if temperature <= 0 or not 0 < jsd_beta < 1 or chunk_tokens < 1:
+        if temperature <= 0 or not 0 < jsd_beta < 1 or (chunk_tokens or 1) < 1:
             raise InvalidInputError(
                 f"bad KD settings: temperature={temperature}, jsd_beta={jsd_beta}, "
                 f"chunk_tokens={chunk_tokens}",
@@ -221,8 +168,6 @@ class KDLoss(nn.Module):
         self.recompute = recompute
 
     def _tokens_sum(self, student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor):
-        if self.divergence == "forward_kl":
-            return _ForwardKLSum.apply(student, teacher, weights, self.temperature)
         div = token_divergence(student, teacher, self.divergence, self.temperature, self.jsd_beta)
         return (div * weights).sum()
 
@@ -241,10 +186,14 @@ class KDLoss(nn.Module):
         shape = student.shape[:2]
         weights = student.new_ones(shape, dtype=dtype) if mask is None else mask.reshape(shape)
         weights = weights.to(dtype)
-        recompute = self.recompute and self.divergence != "forward_kl"  # it keeps no buffers
-        total = _chunked_sum(
-            self._tokens_sum, (student, teacher, weights), self.chunk_tokens, recompute
-        )
+        if self.divergence == "forward_kl":  # chunked inside, keeps no buffers for backward
+            total = ForwardKLSum.apply(
+                student, teacher, weights, self.temperature, self.chunk_tokens
+            )
+        else:
+            parts = (student, teacher, weights)
+            chunk = self.chunk_tokens or DEFAULT_CHUNK_TOKENS
+            total = _chunked_sum(self._tokens_sum, parts, chunk, self.recompute)
         return self.scale * total / _denominator(num_tokens, weights)
 
 
@@ -254,16 +203,13 @@ def cross_entropy_loss(
     *,
     ignore_index: int = IGNORE_INDEX,
     num_tokens: torch.Tensor | int | None = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int | None = None,
 ) -> torch.Tensor:
-    """Sum of -log p(label) over labels != ignore_index, divided by num_tokens (default: count)."""
+    """Sum of -log p(label) over labels != ignore_index, divided by num_tokens (default: count);
+    chunk_tokens None: sized to its workspaces."""
     logits = _batch_seq(logits, 1)
     labels = labels.reshape(logits.shape[:2])
-
-    def tokens_sum(chunk: torch.Tensor, chunk_labels: torch.Tensor) -> torch.Tensor:
-        return _CrossEntropySum.apply(chunk, chunk_labels, ignore_index)
-
-    total = _chunked_sum(tokens_sum, (logits, labels), chunk_tokens, recompute=False)
+    total = CrossEntropySum.apply(logits, labels, ignore_index, chunk_tokens)
     return total / _denominator(num_tokens, (labels != ignore_index).to(total.dtype))
 
 
@@ -420,7 +366,7 @@ class DistillationLoss(nn.Module):
         attention_loss: AttentionLoss | None = None,
         attention_weight: float = 0.0,
         ignore_index: int = IGNORE_INDEX,
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= alpha <= 1 or hidden_weight < 0 or attention_weight < 0:

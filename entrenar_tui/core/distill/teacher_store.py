@@ -21,7 +21,8 @@ import torch
 from ..fsutil import atomic_path, write_json_atomic
 from .config import DistillConfig
 
-FORMAT_VERSION = 2  # bump when `_compress` or the hidden entry changes what it stores
+FORMAT_VERSION = 3  # bump when `_compress` or the hidden entry changes what it stores (3: no
+# entry for the last position, which predicts nothing)
 PARTS = {"topk": ("values", "indices", "tail"), "hidden": ("head_input",)}
 
 

@@ -25,7 +25,7 @@ import torch
 from ..errors import CheckFailedError, InvalidInputError
 from ..memory.settings import TrainSettings, device_problem
 from .batches import _compress as _compress  # importable from here, as before the split
-from .batches import micro_batch, teacher_targets, window_counts
+from .batches import micro_batch, predicting, predictions, teacher_targets, window_counts
 from .config import DistillConfig
 from .losses import LossTerms
 from .optim import MasterWeights, make_optimizer, schedulable
@@ -343,11 +343,13 @@ class StudentWithLoss(torch.nn.Module):
                 attention_mask=attention_mask,
                 output_hidden_states=loss_fn.needs_hidden_states,
                 output_attentions=loss_fn.needs_attentions,
+                **predicting(self.student, ids),
             )
+        seq = ids.shape[1]
         return loss_fn(
-            out.logits[:, :-1],
+            predictions(out.logits, seq),
             labels,
-            teacher_logits[:, :-1] if teacher_logits is not None else None,
+            predictions(teacher_logits, seq) if teacher_logits is not None else None,
             attention_mask=attention_mask,
             **counts,
             student_hidden=out.hidden_states[1:] if out.hidden_states else None,
