@@ -20,9 +20,10 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from .actions import Action, bindings
+from .widgets.table import Table
 
 # Every screen's styles load with the app: a screen that brought its own CSS_PATH made Textual
 # re-parse and re-apply the whole stylesheet on its first show (a 100-200 ms stall, measured).
@@ -110,7 +111,7 @@ class HelpScreen(ModalScreen):
         self.actions = actions
 
     def compose(self) -> ComposeResult:
-        table = DataTable(id="help-table", cursor_type="row")
+        table = Table(id="help-table", cursor_type="row")
         table.add_columns("key", "action", "what it does")
         for a in self.actions:
             table.add_row(a.key_label, a.description, a.help)

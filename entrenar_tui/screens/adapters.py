@@ -19,6 +19,7 @@ from ..core.errors import EntrenarError
 from ..core.sizes import format_bytes
 from ..widgets.job import JobDone, JobPanel, as_entrenar_error, error_text, short_label
 from ..widgets.spectrum import SpectrumPlot
+from ..widgets.table import Table
 from .base import EntrenarScreen
 
 TOP_K = 32  # singular values per module: enough to see the spectrum of any usual rank
@@ -144,11 +145,11 @@ class AdaptersScreen(EntrenarScreen):
         yield Input(placeholder="adapter folder (enter inspects it)", id="adapters-path")
         with Horizontal(id="adapters-main"):
             with Vertical(id="adapters-left"):
-                yield DataTable(id="adapters-found", cursor_type="row")
+                yield Table(id="adapters-found", cursor_type="row")
                 with VerticalScroll(id="adapters-summary-box"):  # long problem lists scroll
                     yield Static("no adapter loaded", id="adapters-summary")
             with Vertical(id="adapters-right"):
-                yield DataTable(id="adapters-modules", cursor_type="row", zebra_stripes=True)
+                yield Table(id="adapters-modules", cursor_type="row", zebra_stripes=True)
                 yield SpectrumPlot(id="adapters-spectrum")
         yield JobPanel(id="adapters-job")
 

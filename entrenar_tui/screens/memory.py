@@ -25,6 +25,7 @@ from ..core.lora.plan import LoraPlan, plan_lora, write_plan_config
 from ..core.memory import MemoryEstimate, estimate_for_model
 from ..core.sizes import format_bytes
 from ..widgets.bars import Bar, BreakdownBars
+from ..widgets.table import Table
 from .base import EntrenarScreen
 from .memory_form import (
     DEBOUNCE_S,
@@ -111,7 +112,7 @@ class MemoryScreen(EntrenarScreen):
                 yield Static(id="memory-summary", classes="hint")
                 yield BreakdownBars(id="memory-bars")
                 yield Static(id="memory-plan")
-                yield DataTable(id="memory-table", show_cursor=False, zebra_stripes=True)
+                yield Table(id="memory-table", show_cursor=False, zebra_stripes=True)
                 yield Static(id="memory-notes", classes="hint")
 
     def on_mount(self) -> None:

@@ -16,6 +16,7 @@ from ..actions import Action
 from ..core.errors import EntrenarError
 from ..core.sizes import format_bytes
 from ..widgets.job import JobDone, JobPanel, as_entrenar_error, error_text, short_label
+from ..widgets.table import Table
 from .base import EntrenarScreen
 from .model_dialogs import ConvertModal, ConvertRequest, PathModal
 
@@ -139,10 +140,10 @@ class ModelsScreen(EntrenarScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="models-main"):
-            yield DataTable(id="models-list", cursor_type="row", zebra_stripes=True)
+            yield Table(id="models-list", cursor_type="row", zebra_stripes=True)
             with Vertical(id="models-right"):
-                yield DataTable(id="models-info", cursor_type="row", show_header=False)
-                yield DataTable(id="models-layers", cursor_type="row")
+                yield Table(id="models-info", cursor_type="row", show_header=False)
+                yield Table(id="models-layers", cursor_type="row")
                 yield JobPanel(id="models-job")
 
     def on_mount(self) -> None:

@@ -19,6 +19,7 @@ from ..actions import Action
 from ..core.errors import EntrenarError
 from ..core.runs.follow import MetricsTail, RunSummary, list_runs, read_run, tail_lines
 from ..widgets.plot import CurvePlot, Series
+from ..widgets.table import Table
 from .base import EntrenarScreen
 from .run_dialogs import AttachScreen, ExportScreen, NewRunRequest, NewRunScreen
 
@@ -108,7 +109,7 @@ class RunsScreen(EntrenarScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="runs-body"):
-            yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            yield Table(id="runs-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="run-detail"):
                 yield CurvePlot("loss", id="loss-plot")
                 yield CurvePlot("held-out ppl", id="eval-plot")

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static
 from ..actions import Action
 from ..core.bench.sweepdir import SWEEP_ROOTS, SweepSummary, list_sweeps
 from ..core.errors import EntrenarError
+from ..widgets.table import Table
 from .base import EntrenarScreen
 
 HOW_TO = (
@@ -56,11 +57,11 @@ class SweepsScreen(EntrenarScreen):
         self._seen: dict[Path, tuple] = {}  # what the last analysis was made from
 
     def compose_body(self) -> ComposeResult:
-        yield DataTable(id="sweeps-table", cursor_type="row")
+        yield Table(id="sweeps-table", cursor_type="row")
         yield Static(HOW_TO, id="sweeps-note")
         with Vertical(id="sweep-detail"):
-            yield DataTable(id="sweep-results", cursor_type="row")
-            yield DataTable(id="sweep-comparisons", cursor_type="none")
+            yield Table(id="sweep-results", cursor_type="row")
+            yield Table(id="sweep-comparisons", cursor_type="none")
             yield Static("", id="sweep-recommendation")
 
     def on_mount(self) -> None:
